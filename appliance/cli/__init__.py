@@ -1,0 +1,38 @@
+"""The ``appliance`` command line: one sub-command group per domain noun."""
+
+from __future__ import annotations
+
+__all__ = ["main"]
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from appliance.cli import policy as policy_cmd
+from appliance.errors import InputError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="appliance", description=__doc__)
+    groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+    policy_cmd.register(groups)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except InputError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

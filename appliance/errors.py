@@ -1,0 +1,66 @@
+"""The appliance's exceptions, in one tree.
+
+    ApplianceError
+    ├── InputError                 bad input a person must fix (exit 2 on the CLI)
+    │   ├── PolicyError            a policy document that does not validate
+    │   └── ConfigError            an appliance configuration that does not validate
+    ├── MalformedMessage           a message the gate refuses to interpret (step 1)
+    └── DnsTemporaryError          DNS trouble: never a pass, always a tempfail
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ApplianceError",
+    "ConfigError",
+    "DnsTemporaryError",
+    "InputError",
+    "MalformedMessage",
+    "PolicyError",
+    "Problem",
+]
+
+import msgspec
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True):
+    """One thing wrong with an input document: where, and why."""
+
+    source: str
+    """The file (or other origin) the document came from."""
+    path: str
+    """The field path inside it, e.g. ``senders[1].rateLimit.perHour``; empty for the whole file."""
+    reason: str
+    """What was wrong and what was expected."""
+
+    def __str__(self) -> str:
+        where = f"{self.source}: {self.path}" if self.path else self.source
+        return f"{where}: {self.reason}"
+
+
+class ApplianceError(Exception):
+    """Base of every error the appliance raises on purpose."""
+
+
+class InputError(ApplianceError):
+    """An input document failed validation; carries one Problem per fault found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class PolicyError(InputError):
+    """A policy document failed validation."""
+
+
+class ConfigError(InputError):
+    """An appliance configuration failed validation."""
+
+
+class MalformedMessage(ApplianceError):
+    """The message cannot be interpreted safely (e.g. not exactly one From mailbox)."""
+
+
+class DnsTemporaryError(ApplianceError):
+    """A DNS lookup timed out or failed with SERVFAIL: the answer is unknown, not empty."""

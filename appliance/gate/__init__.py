@@ -1,0 +1,23 @@
+"""The policy gate: what may reach an agent, and what it may then do."""
+
+from appliance.gate import reasons
+from appliance.gate.assess import assess, new_decision_id
+from appliance.gate.decision import AuthSummary, Decision, Envelope, LimitCharge, SmtpReply, TraceStep
+from appliance.gate.evaluate import Facts, evaluate
+from appliance.gate.limits import InMemoryLimits, LimitCounter
+
+__all__ = [
+    "AuthSummary",
+    "Decision",
+    "Envelope",
+    "Facts",
+    "InMemoryLimits",
+    "LimitCharge",
+    "LimitCounter",
+    "SmtpReply",
+    "TraceStep",
+    "assess",
+    "evaluate",
+    "new_decision_id",
+    "reasons",
+]

@@ -1,0 +1,138 @@
+"""Strict reading of an RFC 5322 message: the facts every later step relies on.
+
+Step 1 of the gate. The From header must hold exactly one mailbox; a display
+name is only ever a label, so ``"boss@acme.com" <evil@x.test>`` is from
+``evil@x.test``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Mailbox", "ParsedMessage", "normalize_address", "parse_message", "thread_root"]
+
+import email.parser
+import email.policy
+import hashlib
+import re
+from email.headerregistry import Address, AddressHeader
+from email.message import EmailMessage
+
+import msgspec
+
+from appliance.errors import MalformedMessage
+
+_PARSER = email.parser.BytesParser(policy=email.policy.default)
+_MSGID = re.compile(r"<[^<>\s]+>")
+
+
+class Mailbox(msgspec.Struct, frozen=True, kw_only=True):
+    """One mailbox of an address header."""
+
+    address: str
+    """The addr-spec, lowercased (local part and domain both: we match case-insensitively)."""
+    display_name: str = ""
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+
+class ParsedMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A message that passed strict parsing, with the headers the appliance uses."""
+
+    sender: Mailbox
+    """The single RFC 5322 From mailbox."""
+    to: list[Mailbox]
+    cc: list[Mailbox]
+    subject: str
+    message_id: str | None
+    in_reply_to: str | None
+    references: list[str]
+    email: EmailMessage
+    """The parsed message, for content extraction."""
+
+
+def normalize_address(address: str) -> str:
+    """The form addresses are compared in: trimmed and lowercased."""
+    return address.strip().lower()
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Parse ``raw`` strictly; raise MalformedMessage saying what is wrong."""
+    try:
+        return _parse(raw)
+    except MalformedMessage:
+        raise
+    except Exception as exc:  # the email package has bugs on hostile input; refuse, never crash
+        raise MalformedMessage(f"message could not be parsed: {type(exc).__name__}") from exc
+
+
+def _parse(raw: bytes) -> ParsedMessage:
+    msg = _PARSER.parsebytes(raw)
+    if not isinstance(msg, EmailMessage):  # pragma: no cover - policy.default always builds one
+        raise MalformedMessage("message could not be parsed")
+    froms = msg.get_all("From") or []
+    if len(froms) != 1:
+        raise MalformedMessage(f"expected exactly one From header, found {len(froms)}")
+    sender_list = _mailboxes(froms[0], "From")
+    if len(sender_list) != 1:
+        raise MalformedMessage(f"From must hold exactly one mailbox, found {len(sender_list)}")
+    return ParsedMessage(
+        sender=sender_list[0],
+        to=_all_mailboxes(msg, "To"),
+        cc=_all_mailboxes(msg, "Cc"),
+        subject=_text_header(msg, "Subject"),
+        message_id=_first_msgid(_text_header(msg, "Message-ID")),
+        in_reply_to=_first_msgid(_text_header(msg, "In-Reply-To")),
+        references=_MSGID.findall(_text_header(msg, "References")),
+        email=msg,
+    )
+
+
+def thread_root(parsed: ParsedMessage) -> str:
+    """The Message-ID a message's thread starts from: first of References, else In-Reply-To, else its own."""
+    root = (parsed.references[:1] or [parsed.in_reply_to or parsed.message_id or ""])[0]
+    if not root:
+        root = "subject:" + parsed.subject
+    return "T" + hashlib.sha256(root.lower().encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def _mailboxes(header: object, name: str) -> list[Mailbox]:
+    if not isinstance(header, AddressHeader):
+        raise MalformedMessage(f"{name} header is not an address header")
+    if header.defects:
+        raise MalformedMessage(f"{name} header is malformed: {header.defects[0]}")
+    if any(group.display_name is not None for group in header.groups):
+        raise MalformedMessage(f"{name} header holds a group, not a mailbox")
+    out: list[Mailbox] = []
+    for addr in header.addresses:
+        out.append(_mailbox(addr, name))
+    return out
+
+
+def _mailbox(addr: Address, name: str) -> Mailbox:
+    if not addr.username or not addr.domain or "@" in addr.domain:
+        raise MalformedMessage(f"{name} mailbox {addr.addr_spec!r} is not local@domain")
+    return Mailbox(
+        address=normalize_address(f"{addr.username}@{addr.domain}"),
+        display_name=addr.display_name,
+    )
+
+
+def _all_mailboxes(msg: EmailMessage, name: str) -> list[Mailbox]:
+    out: list[Mailbox] = []
+    for header in msg.get_all(name) or []:
+        try:
+            out.extend(_mailboxes(header, name))
+        except MalformedMessage:
+            continue  # recipients are informational; only From must be strict
+    return out
+
+
+def _text_header(msg: EmailMessage, name: str) -> str:
+    value = msg.get(name)
+    return str(value) if value is not None else ""
+
+
+def _first_msgid(value: str) -> str | None:
+    found = _MSGID.search(value)
+    return found.group(0) if found else None

@@ -1,0 +1,99 @@
+"""The policy document: what may reach an agent, and what it may then do.
+
+Field names are snake_case in Python and camelCase on the wire (TOML, YAML,
+JSON), matching the product page's ``MailPolicy``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Action",
+    "AuditLog",
+    "ContentGuard",
+    "MailPolicy",
+    "Match",
+    "RateLimit",
+    "SenderRule",
+    "TokenBudget",
+]
+
+import re
+from typing import Annotated, Literal
+
+import msgspec
+
+Action = Literal["accept", "bounce", "tempfail", "quarantine", "drop"]
+"""What the gate does with a message (see product.md, "Actions")."""
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class _Wire(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="camel"):
+    """Base of every policy struct: immutable, camelCase on the wire, unknown keys refused."""
+
+
+class Match(_Wire):
+    """Which senders a rule covers, and what proof of identity it demands.
+
+    Exactly one of ``address`` or ``domain``. ``domain="acme.com"`` matches that
+    domain only; ``domain="*.acme.com"`` matches its subdomains (not acme.com
+    itself). Comparison is case-insensitive in local part and domain.
+    """
+
+    address: str | None = None
+    domain: str | None = None
+    require_dkim: bool = False
+    """Satisfied only by a valid DKIM signature aligned with the From domain that covers the whole body."""
+    require_spf: bool = False
+    """Satisfied only by SPF pass for an envelope domain aligned with the From domain."""
+    require_dmarc: bool = False
+    """Satisfied only by DMARC pass for the From domain."""
+
+
+class RateLimit(_Wire):
+    """Messages accepted per sliding window, counted per sender rule."""
+
+    per_minute: PositiveInt | None = None
+    per_hour: PositiveInt | None = None
+    per_day: PositiveInt | None = None
+
+
+class TokenBudget(_Wire):
+    """Estimated tokens the agent may spend: per thread (lifetime) and per day (sliding 24 h)."""
+
+    per_thread: PositiveInt | None = None
+    per_day: PositiveInt | None = None
+
+
+class SenderRule(_Wire):
+    """One allowed sender (or domain) and what the agent may do for it."""
+
+    match: Match
+    capabilities: list[str] = msgspec.field(default_factory=list)
+    rate_limit: RateLimit | None = None
+    token_budget: TokenBudget | None = None
+    action: Literal["accept", "quarantine", "drop"] = "accept"
+    """What happens to a message that passes every check (``quarantine`` holds it for review)."""
+
+
+class ContentGuard(_Wire):
+    """A pattern that, found in what the agent would read, rejects the message."""
+
+    reject: re.Pattern[str]
+    reason: str = "content_guard_matched"
+
+
+class AuditLog(_Wire):
+    """How long decisions are kept, and whether a body hash is recorded."""
+
+    retention_days: PositiveInt = 90
+    include_body_hash: bool = True
+
+
+class MailPolicy(_Wire):
+    """The whole policy document for one agent."""
+
+    default_action: Action = "bounce"
+    senders: list[SenderRule] = msgspec.field(default_factory=list)
+    content_guards: list[ContentGuard] = msgspec.field(default_factory=list)
+    audit_log: AuditLog = msgspec.field(default_factory=AuditLog)
