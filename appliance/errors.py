@@ -20,7 +20,12 @@ __all__ = [
     "Problem",
 ]
 
+import re
+
 import msgspec
+
+_AT_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True):
@@ -32,6 +37,21 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True):
     """The field path inside it, e.g. ``senders[1].rateLimit.perHour``; empty for the whole file."""
     reason: str
     """What was wrong and what was expected."""
+
+    @classmethod
+    def from_validation(cls, source: str, exc: msgspec.ValidationError) -> Problem:
+        """Recast msgspec's "Expected `int`, got `str` - at `$.a[1].b`" as path and reason."""
+        message = str(exc)
+        found = _AT_PATH.search(message)
+        path = found["path"].lstrip(".") if found else ""
+        reason = message[: found.start()] if found else message
+        unknown = _UNKNOWN.match(reason)
+        if unknown:
+            field = unknown["field"]
+            return cls(source=source, path=f"{path}.{field}" if path else field,
+                       reason="unknown field (check its spelling)")
+        reason = reason.replace("`", "").replace(" | null", "")  # optional fields: say the real type
+        return cls(source=source, path=path, reason=reason[:1].lower() + reason[1:])
 
     def __str__(self) -> str:
         where = f"{self.source}: {self.path}" if self.path else self.source

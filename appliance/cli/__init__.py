@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from appliance.cli import policy as policy_cmd
+from appliance.cli import run as run_cmd
 from appliance.errors import InputError
 
 
@@ -16,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description=__doc__)
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     policy_cmd.register(groups)
+    run_cmd.register(groups)
     return parser
 
 

@@ -1,7 +1,7 @@
 """The policy gate: what may reach an agent, and what it may then do."""
 
 from appliance.gate import reasons
-from appliance.gate.assess import assess, new_decision_id
+from appliance.gate.assess import assess, gather, new_decision_id
 from appliance.gate.decision import AuthSummary, Decision, Envelope, LimitCharge, SmtpReply, TraceStep
 from appliance.gate.evaluate import Facts, evaluate
 from appliance.gate.limits import InMemoryLimits, LimitCounter
@@ -18,6 +18,7 @@ __all__ = [
     "TraceStep",
     "assess",
     "evaluate",
+    "gather",
     "new_decision_id",
     "reasons",
 ]

@@ -7,7 +7,7 @@ given resolver), then the pure ``evaluate``.
 
 from __future__ import annotations
 
-__all__ = ["assess", "new_decision_id"]
+__all__ = ["assess", "gather", "new_decision_id"]
 
 import os
 import time
@@ -17,8 +17,8 @@ from appliance.gate.evaluate import Facts, evaluate
 from appliance.gate.limits import LimitCounter
 from appliance.guards import extract_readable
 from appliance.mailauth import Resolver, authenticate
-from appliance.message import ParsedMessage, parse_message, thread_root
 from appliance.errors import MalformedMessage
+from appliance.message import ParsedMessage, parse_message, thread_root
 from appliance.policy import MailPolicy
 
 
@@ -38,19 +38,36 @@ async def assess(
     limits: LimitCounter,
     now: float,
     max_size: int | None = None,
-    decision_id: str | None = None,
     thread_id: str | None = None,
 ) -> Decision:
-    """Decide one message for one agent as the gate does at SMTP DATA time.
+    """Decide one message for one agent as the gate does at SMTP DATA time."""
+    facts = await gather(envelope, raw, agent=agent, resolver=resolver, now=now, max_size=max_size,
+                         thread_id=thread_id)
+    return evaluate(policy, facts, limits)
 
+
+async def gather(
+    envelope: Envelope,
+    raw: bytes,
+    *,
+    agent: str,
+    resolver: Resolver,
+    now: float,
+    max_size: int | None = None,
+    parsed: ParsedMessage | None = None,
+    thread_id: str | None = None,
+) -> Facts:
+    """Establish the facts the gate decides on: parse, extract, authenticate.
+
+    ``parsed`` saves a second parse when the caller already has one;
     ``thread_id`` overrides the header-derived thread (the store knows more).
     """
-    parsed: ParsedMessage | None = None
     malformed: str | None = None
-    try:
-        parsed = parse_message(raw)
-    except MalformedMessage as exc:
-        malformed = str(exc)
+    if parsed is None:
+        try:
+            parsed = parse_message(raw)
+        except MalformedMessage as exc:
+            malformed = str(exc)
     auth = None
     readable = None
     too_large = max_size is not None and len(raw) > max_size
@@ -65,8 +82,8 @@ async def assess(
             resolver=resolver,
             now=now,
         )
-    facts = Facts(
-        decision_id=decision_id or new_decision_id(now),
+    return Facts(
+        decision_id=new_decision_id(now),
         agent=agent.lower(),
         envelope=envelope,
         size=len(raw),
@@ -78,4 +95,3 @@ async def assess(
         thread_id=thread_id or (thread_root(parsed) if parsed is not None else "T-none"),
         now=now,
     )
-    return evaluate(policy, facts, limits)

@@ -11,7 +11,7 @@ from __future__ import annotations
 __all__ = ["DAY", "HOUR", "MINUTE", "InMemoryLimits", "LimitCounter", "day_key", "rate_key", "thread_key"]
 
 import bisect
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Protocol
 
 from appliance.gate.decision import LimitCharge
@@ -49,26 +49,48 @@ def day_key(agent: str, rule_key: str) -> str:
 
 
 class InMemoryLimits:
-    """LimitCounter kept in memory: for `policy explain`, tests and the bench's gate-only figure."""
+    """LimitCounter kept in memory: for `policy explain`, tests, and as the running appliance's cache.
+
+    Event times are kept for the last day only (the longest window); token
+    totals are kept forever, for lifetime (per-thread) budgets.
+    """
 
     def __init__(self) -> None:
-        self._times: dict[str, list[float]] = defaultdict(list)
-        self._tokens: dict[str, list[tuple[float, int]]] = defaultdict(list)
+        self._times: dict[str, deque[float]] = defaultdict(deque)
+        self._tokens: dict[str, deque[tuple[float, int]]] = defaultdict(deque)
+        self._totals: dict[str, int] = defaultdict(int)
 
     def count_since(self, key: str, since: float) -> int:
-        times = self._times.get(key, [])
+        times = self._times.get(key)
+        if not times:
+            return 0
         return len(times) - bisect.bisect_left(times, since)
 
     def tokens_since(self, key: str, since: float) -> int:
-        return sum(n for t, n in self._tokens.get(key, []) if t >= since)
+        if since <= 0:
+            return self._totals.get(key, 0)
+        return sum(n for t, n in self._tokens.get(key, ()) if t >= since)
 
     def record(self, charge: LimitCharge, now: float) -> None:
         """Count a committed decision."""
         for key in charge.rate_keys:
-            bisect.insort(self._times[key], now)
+            self.add_event(key, now)
         for key in charge.token_keys:
-            self._tokens[key].append((now, charge.tokens))
+            self.add_tokens(key, charge.tokens, now)
 
-    def add_tokens(self, key: str, tokens: int, now: float) -> None:
-        """Charge usage an agent reported."""
-        self._tokens[key].append((now, tokens))
+    def add_event(self, key: str, at: float) -> None:
+        times = self._times[key]
+        if times and at < times[-1]:
+            bisect.insort(times, at)
+        else:
+            times.append(at)
+        while times and times[0] < at - DAY:
+            times.popleft()
+
+    def add_tokens(self, key: str, tokens: int, at: float) -> None:
+        """Charge tokens (a decision's estimate, or usage an agent reported)."""
+        self._totals[key] += tokens
+        window = self._tokens[key]
+        window.append((at, tokens))
+        while window and window[0][0] < at - DAY:
+            window.popleft()

@@ -25,7 +25,6 @@ from appliance.policy.model import MailPolicy
 
 _FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
 _SLASHED = re.compile(r"^/(?P<body>.*)/(?P<flags>[a-z]*)$", re.DOTALL)
-_MSGSPEC_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
 
 def load_policy(path: str | Path) -> MailPolicy:
@@ -62,7 +61,7 @@ def policy_from_builtins(data: object, *, source: str = "<policy>") -> MailPolic
     try:
         policy = msgspec.convert(data, MailPolicy, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
-        raise PolicyError([_problem_from_msgspec(source, str(exc))]) from exc
+        raise PolicyError([Problem.from_validation(source, exc)]) from exc
     problems = _semantic_problems(policy, source)
     if problems:
         raise PolicyError(problems)
@@ -122,19 +121,6 @@ def parse_pattern(obj: object) -> re.Pattern[str]:
 
 def _flag_letters(flags: int) -> str:
     return "".join(letter for letter, bit in _FLAGS.items() if flags & bit)
-
-
-def _problem_from_msgspec(source: str, message: str) -> Problem:
-    found = _MSGSPEC_PATH.search(message)
-    path = found["path"].lstrip(".") if found else ""
-    reason = message[: found.start()] if found else message
-    unknown = re.match(r"Object contains unknown field `(?P<field>[^`]+)`", reason)
-    if unknown:
-        return Problem(source=source, path=(f"{path}.{unknown['field']}" if path else unknown["field"]),
-                       reason="unknown field (check its spelling; keys are camelCase)")
-    reason = reason.replace("`", "")
-    reason = reason[:1].lower() + reason[1:]
-    return Problem(source=source, path=path, reason=reason)
 
 
 def _semantic_problems(policy: MailPolicy, source: str) -> list[Problem]:

@@ -1,0 +1,47 @@
+"""Quarantine review over HTTP (admin): list, show, release, delete."""
+
+from __future__ import annotations
+
+__all__ = ["QuarantineController"]
+
+from litestar import Controller, delete, get, post
+from litestar.datastructures import State
+from litestar.exceptions import NotFoundException
+
+from appliance import quarantine
+from appliance.api.auth import admin_guard
+from appliance.runtime import Runtime
+from appliance.store import MessageSummary
+
+
+class QuarantineController(Controller):
+    path = "/api/v1/quarantine"
+    guards = [admin_guard]  # noqa: RUF012 - Litestar reads it as a class attribute
+
+    @get("/")
+    async def list_held(self, state: State, agent: str | None = None, limit: int = 100) -> list[MessageSummary]:
+        runtime: Runtime = state.runtime
+        return await runtime.db.read(lambda con: quarantine.list_held(con, agent, limit))
+
+    @get("/{email_id:str}")
+    async def show(self, state: State, email_id: str) -> quarantine.HeldMessage:
+        runtime: Runtime = state.runtime
+        held = await runtime.db.read(lambda con: quarantine.show(con, email_id))
+        if held is None:
+            raise NotFoundException(f"no quarantined message {email_id}")
+        return held
+
+    @post("/{email_id:str}/release", status_code=200)
+    async def release(self, state: State, email_id: str) -> dict[str, str]:
+        runtime: Runtime = state.runtime
+        if not await runtime.db.write(lambda con: quarantine.release(con, email_id, by="api")):
+            raise NotFoundException(f"no quarantined message {email_id}")
+        runtime.wake_dispatcher()
+        return {"released": email_id}
+
+    @delete("/{email_id:str}", status_code=200)
+    async def delete(self, state: State, email_id: str) -> dict[str, str]:
+        runtime: Runtime = state.runtime
+        if not await runtime.db.write(lambda con: quarantine.delete(con, email_id, by="api")):
+            raise NotFoundException(f"no quarantined message {email_id}")
+        return {"deleted": email_id}

@@ -1,0 +1,154 @@
+"""Decision rows and their hash chain.
+
+Each agent has its own chain: a row's ``row_hash`` is SHA-256 over the
+previous row's hash and the row's values, so editing, inserting or deleting a
+row breaks every hash after it. Retention removes a prefix of a chain (whole
+days) and leaves a checkpoint holding the last removed hash, from which
+``verify_chain`` continues.
+"""
+
+from __future__ import annotations
+
+__all__ = ["GENESIS", "DecisionRecord", "VerifyReport", "append_decision", "apply_retention",
+           "record_event", "row_hash", "verify_chain"]
+
+import hashlib
+from datetime import datetime, timedelta
+
+import duckdb
+import msgspec
+
+from appliance.database import utc
+
+GENESIS = "0" * 64
+"""The previous hash of an agent's first row."""
+
+
+class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One audit row, as written (``seq`` and the hashes are added on append).
+
+    Field order is the hashing order: append fields at the end only.
+    """
+
+    decision_id: str
+    ts: datetime
+    """Naive UTC, as every timestamp in the database."""
+    agent: str
+    client_ip: str
+    helo: str
+    mail_from: str
+    rcpt_to: list[str]
+    header_from: str | None
+    message_id: str | None
+    subject: str | None
+    thread_id: str
+    spf: str
+    dkim: str
+    dmarc: str
+    rule: int | None
+    action: str
+    reason: str | None
+    capabilities: list[str]
+    estimated_tokens: int
+    size: int
+    body_sha256: str | None
+    latency_ms: float
+    intake: str
+    """``smtp`` or ``hook``."""
+
+
+_COLUMNS = tuple(DecisionRecord.__struct_fields__)
+_INSERT = (f"INSERT INTO decisions (seq, {', '.join(_COLUMNS)}, prev_hash, row_hash) "
+           f"VALUES (?, {', '.join('?' for _ in _COLUMNS)}, ?, ?)")
+
+
+def row_hash(prev_hash: str, values: tuple[object, ...]) -> str:
+    """SHA-256 (hex) of the previous hash and a row's values in column order."""
+    canonical = [v.isoformat() if isinstance(v, datetime) else v for v in values]
+    return hashlib.sha256(prev_hash.encode() + b"\n" + msgspec.json.encode(canonical)).hexdigest()
+
+
+def append_decision(con: duckdb.DuckDBPyConnection, record: DecisionRecord) -> int:
+    """Append ``record`` to its agent's chain inside the caller's transaction; return its seq."""
+    head = con.execute("SELECT hash FROM chain_head WHERE agent = ?", [record.agent]).fetchone()
+    prev = head[0] if head else GENESIS
+    values = tuple(getattr(record, c) for c in _COLUMNS)
+    digest = row_hash(prev, values)
+    seq_row = con.execute("SELECT nextval('decision_seq')").fetchone()
+    assert seq_row is not None
+    seq = int(seq_row[0])
+    con.execute(_INSERT, [seq, *values, prev, digest])
+    con.execute("INSERT OR REPLACE INTO chain_head (agent, seq, hash) VALUES (?, ?, ?)",
+                [record.agent, seq, digest])
+    return seq
+
+
+def record_event(con: duckdb.DuckDBPyConnection, type_: str, agent: str | None, detail: str) -> None:
+    """Append a non-decision event (policy reload, endpoint disabled...)."""
+    con.execute("INSERT INTO events (ts, type, agent, detail) VALUES (?, ?, ?, ?)",
+                [utc(), type_, agent, detail])
+
+
+class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What walking the chains found."""
+
+    ok: bool
+    rows: int
+    agents: int
+    broken_seq: int | None = None
+    broken_decision_id: str | None = None
+    detail: str = ""
+
+
+def verify_chain(con: duckdb.DuckDBPyConnection) -> VerifyReport:
+    """Walk every agent's chain from its checkpoint; name the first row that does not verify."""
+    agents = [r[0] for r in con.execute("SELECT DISTINCT agent FROM decisions ORDER BY agent").fetchall()]
+    rows = 0
+    select = f"SELECT seq, {', '.join(_COLUMNS)}, prev_hash, row_hash FROM decisions WHERE agent = ? AND seq > ? ORDER BY seq"
+    for agent in agents:
+        cp = con.execute("SELECT through_seq, last_hash FROM audit_checkpoints WHERE agent = ? "
+                         "ORDER BY through_seq DESC LIMIT 1", [agent]).fetchone()
+        through, prev = (int(cp[0]), str(cp[1])) if cp else (0, GENESIS)
+        cur = con.execute(select, [agent, through])
+        while batch := cur.fetchmany(2048):
+            for row in batch:
+                rows += 1
+                seq, values, stored_prev, stored_hash = row[0], tuple(row[1:-2]), row[-2], row[-1]
+                decision_id = str(values[0])
+                if stored_prev != prev:
+                    return VerifyReport(ok=False, rows=rows, agents=len(agents), broken_seq=seq,
+                                        broken_decision_id=decision_id,
+                                        detail=f"row {seq} ({agent}): prev_hash does not match the row before it")
+                if row_hash(prev, values) != stored_hash:
+                    return VerifyReport(ok=False, rows=rows, agents=len(agents), broken_seq=seq,
+                                        broken_decision_id=decision_id,
+                                        detail=f"row {seq} ({agent}): contents do not match its row_hash")
+                prev = stored_hash
+        head = con.execute("SELECT seq, hash FROM chain_head WHERE agent = ?", [agent]).fetchone()
+        if head is not None and head[1] != prev:
+            return VerifyReport(ok=False, rows=rows, agents=len(agents), broken_seq=int(head[0]),
+                                detail=f"{agent}: rows after seq {head[0]} are missing (chain head does not match)")
+    return VerifyReport(ok=True, rows=rows, agents=len(agents), detail="every chain verifies")
+
+
+def apply_retention(con: duckdb.DuckDBPyConnection, agent: str, retention_days: int, now: datetime) -> int:
+    """Remove the agent's rows from days older than ``retention_days``; return how many.
+
+    ``now`` is naive UTC.
+
+    Whole UTC days go; the removed prefix of the chain is replaced by a checkpoint.
+    """
+    cutoff_day = (now - timedelta(days=retention_days)).date()
+    cutoff = datetime(cutoff_day.year, cutoff_day.month, cutoff_day.day)
+    last = con.execute("SELECT max(seq) FROM decisions WHERE agent = ? AND ts < ?", [agent, cutoff]).fetchone()
+    if last is None or last[0] is None:
+        return 0
+    through = int(last[0])
+    hashed = con.execute("SELECT row_hash FROM decisions WHERE seq = ?", [through]).fetchone()
+    assert hashed is not None
+    counted = con.execute("SELECT count(*) FROM decisions WHERE agent = ? AND seq <= ?", [agent, through]).fetchone()
+    removed = int(counted[0]) if counted else 0
+    con.execute("DELETE FROM decisions WHERE agent = ? AND seq <= ?", [agent, through])
+    con.execute("INSERT INTO audit_checkpoints (agent, ts, through_seq, last_hash, rows_removed, before_day) "
+                "VALUES (?, ?, ?, ?, ?, ?)", [agent, now, through, hashed[0], removed, cutoff_day])
+    return removed

@@ -1,0 +1,50 @@
+"""``appliance run`` (the process) and ``appliance config check``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from appliance.config import load_config, parse_hostport
+from appliance.policy import load_policy
+
+
+def register(groups: Any) -> None:
+    run = groups.add_parser("run", help="run the appliance (SMTP intake, gate, store, API)")
+    run.add_argument("--config", type=Path, required=True)
+    run.add_argument("--log-level", default="INFO")
+    run.set_defaults(handler=run_appliance)
+
+    config = groups.add_parser("config", help="check an appliance configuration")
+    sub = config.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    check = sub.add_parser("check", help="validate a configuration file and the policies it names")
+    check.add_argument("file", type=Path)
+    check.set_defaults(handler=run_config_check)
+
+
+def run_config_check(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    for agent in config.agents:
+        load_policy(config.path(agent.policy))
+    print(f"{args.file}: ok ({config.mode} mode, {len(config.agents)} agent(s), "
+          f"smtp {config.smtp.listen}, http {config.http.listen})")
+    return 0
+
+
+def run_appliance(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from appliance.app import create_app
+    from appliance.logs import configure_logging
+
+    config = load_config(args.config)
+    for agent in config.agents:  # refuse to start on a bad policy, with the same messages as `policy check`
+        load_policy(config.path(agent.policy))
+    configure_logging(args.log_level)
+    host, port = parse_hostport(config.http.listen, field="http.listen")
+    server = uvicorn.Server(uvicorn.Config(create_app(config), host=host, port=port, log_config=None,
+                                           lifespan="on", timeout_graceful_shutdown=30))
+    asyncio.run(server.serve())
+    return 0 if server.started else 1

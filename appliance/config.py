@@ -1,0 +1,207 @@
+"""The appliance's configuration: a TOML file, overridden by environment variables.
+
+``APPLIANCE_<SECTION>_<KEY>`` overrides ``[section] key`` (``APPLIANCE_SMTP_LISTEN``),
+and ``APPLIANCE_<KEY>`` a top-level key (``APPLIANCE_MODE``). Values are
+parsed as TOML scalars when they can be (numbers, booleans, arrays), else kept
+as strings. Relative paths are relative to the configuration file.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentConfig",
+    "ApplianceConfig",
+    "DnsConfig",
+    "HookConfig",
+    "HttpConfig",
+    "SmtpConfig",
+    "DeliveryConfig",
+    "load_config",
+    "parse_hostport",
+]
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from appliance.errors import ConfigError, Problem
+
+_SECTIONS = frozenset({"http", "smtp", "dns", "hook", "delivery"})
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every configuration section: immutable, unknown keys refused."""
+
+
+class HttpConfig(_Section):
+    listen: str = "127.0.0.1:8025"
+    """Where the HTTP API (hook, agent API, admin, metrics) listens, ``host:port``."""
+    admin_token_env: str = "APPLIANCE_ADMIN_TOKEN"
+    """Environment variable holding the admin API's bearer token; one is generated into data_dir when unset."""
+
+
+class SmtpConfig(_Section):
+    listen: str = "127.0.0.1:2525"
+    """Where the embedded SMTP server listens (sandbox mode)."""
+    max_message_size: Annotated[int, msgspec.Meta(ge=1024)] = 26_214_400
+    """Largest message accepted, in bytes; advertised as SIZE (RFC 1870)."""
+    max_recipients: Annotated[int, msgspec.Meta(ge=1)] = 100
+    """RCPT commands allowed per transaction (RFC 5321 4.5.3.1.8 asks for at least 100)."""
+    command_timeout: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    """Seconds a client may stay silent between commands (RFC 5321 4.5.3.2 suggests 5 minutes)."""
+    data_timeout: Annotated[float, msgspec.Meta(gt=0)] = 600.0
+    """Seconds a whole DATA transfer may take."""
+    tls_cert: str | None = None
+    """PEM certificate chain; STARTTLS is offered when set (with tls_key)."""
+    tls_key: str | None = None
+
+
+class DnsConfig(_Section):
+    nameservers: list[str] = msgspec.field(default_factory=list)
+    """``host:port`` of the resolvers to ask; the system resolver when empty."""
+    timeout: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+
+
+class HookConfig(_Section):
+    secret_env: str = "STALWART_HOOK_SECRET"
+    """Environment variable holding the secret Stalwart presents (Bearer, or Basic password)."""
+
+
+class DeliveryConfig(_Section):
+    max_body_chars: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    """Longest ``text``/``html`` put inline in a webhook payload; longer bodies are cut and flagged."""
+    timeout: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    """Seconds one webhook attempt may take."""
+    concurrency: Annotated[int, msgspec.Meta(ge=1)] = 4
+    """Webhook requests in flight per agent."""
+    token_ttl: Annotated[int, msgspec.Meta(ge=60)] = 3600
+    """Seconds a capability token stays valid."""
+
+
+class AgentConfig(_Section):
+    address: str
+    """The agent's mailbox, ``local@domain``."""
+    policy: str
+    """Its policy file, relative to the configuration file."""
+    webhook_url: str | None = None
+    webhook_secret_env: str | None = None
+    """Environment variable with the webhook secret(s), ``whsec_...``; several separated by spaces for rotation."""
+    api_key_env: str | None = None
+    """Environment variable with the agent's API key (event stream, usage reports)."""
+
+
+class ApplianceConfig(_Section):
+    mode: Literal["sandbox", "stalwart"] = "sandbox"
+    hostname: str = "localhost"
+    data_dir: str = "var"
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    smtp: SmtpConfig = msgspec.field(default_factory=SmtpConfig)
+    dns: DnsConfig = msgspec.field(default_factory=DnsConfig)
+    hook: HookConfig = msgspec.field(default_factory=HookConfig)
+    delivery: DeliveryConfig = msgspec.field(default_factory=DeliveryConfig)
+    agents: list[AgentConfig] = msgspec.field(default_factory=list)
+    base_dir: str = "."
+    """Directory of the configuration file (set by the loader; relative paths resolve against it)."""
+
+    def path(self, value: str) -> Path:
+        """``value`` resolved against the configuration file's directory."""
+        p = Path(value)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    @property
+    def data_path(self) -> Path:
+        return self.path(self.data_dir)
+
+    def agent(self, address: str) -> AgentConfig | None:
+        address = address.strip().lower()
+        return next((a for a in self.agents if a.address.lower() == address), None)
+
+
+def parse_hostport(value: str, *, field: str) -> tuple[str, int]:
+    """``"127.0.0.1:2525"`` or ``"[::1]:2525"`` to (host, port); ValueError naming the field otherwise."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{field}: expected host:port, got {value!r}")
+    return host, int(port)
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> ApplianceConfig:
+    """Read, override from the environment, and validate the configuration at ``path``."""
+    path = Path(path)
+    source = str(path)
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text("utf-8"))
+    except OSError as exc:
+        raise ConfigError([Problem(source=source, path="", reason=exc.strerror or str(exc))]) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(source=source, path="", reason=f"not valid TOML: {exc}")]) from exc
+    _apply_environment(data, os.environ if environ is None else environ)
+    data["base_dir"] = str(path.resolve().parent)
+    try:
+        config = msgspec.convert(data, ApplianceConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError([Problem.from_validation(source, exc)]) from exc
+    problems = _semantic_problems(config, source)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    sections = _SECTIONS
+    for name, value in environ.items():
+        if not name.startswith("APPLIANCE_"):
+            continue
+        rest = name[len("APPLIANCE_"):].lower()
+        section, _, key = rest.partition("_")
+        if section in sections and key:
+            data.setdefault(section, {})[key] = _env_value(value)
+        elif rest in ApplianceConfig.__struct_fields__ and rest not in sections and rest != "agents":
+            data[rest] = _env_value(value)
+
+
+def _env_value(value: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+def _semantic_problems(config: ApplianceConfig, source: str) -> list[Problem]:
+    problems: list[Problem] = []
+    for field, value in (("http.listen", config.http.listen), ("smtp.listen", config.smtp.listen)):
+        try:
+            parse_hostport(value, field=field)
+        except ValueError:
+            problems.append(Problem(source=source, path=field, reason=f"expected host:port, got {value!r}"))
+    for i, ns in enumerate(config.dns.nameservers):
+        try:
+            parse_hostport(ns if ns.rpartition(":")[2].isdigit() else f"{ns}:53", field="dns")
+        except ValueError:
+            problems.append(Problem(source=source, path=f"dns.nameservers[{i}]",
+                                    reason=f"expected host:port, got {ns!r}"))
+    if (config.smtp.tls_cert is None) != (config.smtp.tls_key is None):
+        problems.append(Problem(source=source, path="smtp", reason="tls_cert and tls_key go together"))
+    seen: set[str] = set()
+    for i, agent in enumerate(config.agents):
+        address = agent.address.lower()
+        local, at, domain = address.partition("@")
+        if not (local and at and domain):
+            problems.append(Problem(source=source, path=f"agents[{i}].address",
+                                    reason=f"expected local@domain, got {agent.address!r}"))
+        if address in seen:
+            problems.append(Problem(source=source, path=f"agents[{i}].address",
+                                    reason=f"{agent.address} is listed twice"))
+        seen.add(address)
+        if not config.path(agent.policy).is_file():
+            problems.append(Problem(source=source, path=f"agents[{i}].policy",
+                                    reason=f"no such file: {config.path(agent.policy)}"))
+        if agent.webhook_url is not None and not agent.webhook_url.startswith(("http://", "https://")):
+            problems.append(Problem(source=source, path=f"agents[{i}].webhook_url",
+                                    reason=f"expected an http(s) URL, got {agent.webhook_url!r}"))
+    return problems

@@ -1,0 +1,61 @@
+"""Rate-limit and token-budget counters that survive restarts.
+
+The gate reads an in-memory ``InMemoryLimits``; every charge is also written
+to ``limit_events`` in the same transaction as its decision, and loaded back
+at start-up (the last day of events, and lifetime totals per key).
+"""
+
+from __future__ import annotations
+
+__all__ = ["PersistentLimits"]
+
+import duckdb
+
+from appliance.gate.decision import LimitCharge
+from appliance.gate.limits import DAY, InMemoryLimits
+
+
+class PersistentLimits(InMemoryLimits):
+    """InMemoryLimits mirrored in the database."""
+
+    @classmethod
+    def load(cls, con: duckdb.DuckDBPyConnection, now: float) -> PersistentLimits:
+        limits = cls()
+        for key, total in con.execute(
+                "SELECT key, sum(tokens) FROM limit_events WHERE tokens > 0 AND ts < ? GROUP BY key",
+                [now - DAY]).fetchall():
+            limits._totals[key] += int(total)
+        for key, ts, tokens in con.execute(
+                "SELECT key, ts, tokens FROM limit_events WHERE ts >= ? ORDER BY ts", [now - DAY]).fetchall():
+            if tokens:
+                InMemoryLimits.add_tokens(limits, key, int(tokens), float(ts))
+            else:
+                limits.add_event(key, float(ts))
+        return limits
+
+    @staticmethod
+    def write_charge(con: duckdb.DuckDBPyConnection, charge: LimitCharge, now: float) -> None:
+        """Persist ``charge`` inside the caller's transaction."""
+        rows = [(key, now, 0) for key in charge.rate_keys]
+        rows += [(key, now, charge.tokens) for key in charge.token_keys if charge.tokens]
+        if rows:
+            con.executemany("INSERT INTO limit_events (key, ts, tokens) VALUES (?, ?, ?)", rows)
+
+    @staticmethod
+    def write_tokens(con: duckdb.DuckDBPyConnection, key: str, tokens: int, now: float) -> None:
+        con.execute("INSERT INTO limit_events (key, ts, tokens) VALUES (?, ?, ?)", [key, now, tokens])
+
+    @staticmethod
+    def compact(con: duckdb.DuckDBPyConnection, now: float) -> int:
+        """Fold events older than a day into one total row per key; return rows removed."""
+        before = now - DAY
+        counted = con.execute("SELECT count(*) FROM limit_events WHERE ts < ?", [before]).fetchone()
+        old = int(counted[0]) if counted else 0
+        if not old:
+            return 0
+        con.execute("CREATE TEMP TABLE folded AS SELECT key, min(ts) AS ts, sum(tokens) AS tokens "
+                    "FROM limit_events WHERE ts < ? AND tokens > 0 GROUP BY key", [before])
+        con.execute("DELETE FROM limit_events WHERE ts < ?", [before])
+        con.execute("INSERT INTO limit_events SELECT key, ts, tokens FROM folded")
+        con.execute("DROP TABLE folded")
+        return old

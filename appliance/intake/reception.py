@@ -1,0 +1,174 @@
+"""Receiving one message for one agent: the path both intakes share.
+
+Thread lookup, the gate, then one transaction holding the audit row, the
+stored message and its delivery job (and the limit charges). The caller
+answers the SMTP client (or Stalwart) only after ``receive`` returned, so a
+250 always means "on disk".
+"""
+
+from __future__ import annotations
+
+__all__ = ["Reception", "Received"]
+
+import hashlib
+import logging
+import time
+
+import duckdb
+import msgspec
+
+from appliance.audit import DecisionRecord, append_decision
+from appliance.counters import PersistentLimits
+from appliance.database import Database, utc
+from appliance.delivery.jobs import enqueue
+from appliance.delivery.payload import QuarantineData, message_data
+from appliance.errors import MalformedMessage
+from appliance.gate import Decision, Envelope, evaluate, gather
+from appliance.mailauth import Resolver
+from appliance.message import ParsedMessage, parse_message
+from appliance.policy import MailPolicy
+from appliance.policy.book import PolicyBook
+from appliance.store import INBOX, QUARANTINE, StoredMessage, resolve_thread, save_message
+
+log = logging.getLogger("appliance.intake")
+
+
+class Received(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of receiving one message: the decision, and what was stored."""
+
+    decision: Decision
+    email_id: str | None
+    delivery_id: str | None
+
+
+class Reception:
+    """Decides and durably records messages for the configured agents."""
+
+    def __init__(self, *, db: Database, policies: PolicyBook, resolver: Resolver, limits: PersistentLimits,
+                 hostname: str, max_message_size: int, max_body_chars: int = 100_000) -> None:
+        self.db = db
+        self.policies = policies
+        self.resolver = resolver
+        self.limits = limits
+        self.hostname = hostname
+        self.max_message_size = max_message_size
+        self.max_body_chars = max_body_chars
+
+    def is_agent(self, address: str) -> bool:
+        return self.policies.get(address) is not None
+
+    async def receive(self, envelope: Envelope, raw: bytes, *, agent: str, intake: str) -> Received:
+        """Decide ``raw`` for ``agent`` and commit everything the decision implies."""
+        started = time.perf_counter()
+        now = time.time()
+        agent = agent.lower()
+        policy = self.policies.get(agent)
+        if policy is None:
+            raise KeyError(f"{agent} is not an agent of this appliance")
+        parsed = _try_parse(raw)
+        thread_id = None
+        if parsed is not None:
+            thread_id = await self.db.read(lambda con: resolve_thread(con, agent, parsed, utc(now)))
+        facts = await gather(envelope, raw, agent=agent, resolver=self.resolver, now=now,
+                             max_size=self.max_message_size, parsed=parsed, thread_id=thread_id)
+        decision = evaluate(policy, facts, self.limits)
+        readable = facts.readable
+        if decision.charge is not None:
+            # Count before the first await so concurrent messages see each other (no overshoot).
+            self.limits.record(decision.charge, now)
+        latency_ms = (time.perf_counter() - started) * 1000
+        record = _record(decision, envelope, parsed, raw, policy, intake=intake, now=now, latency_ms=latency_ms)
+        stored = self._stored_copy(decision, parsed, raw, now)
+
+        def commit(con: duckdb.DuckDBPyConnection) -> str | None:
+            append_decision(con, record)
+            if decision.charge is not None:
+                PersistentLimits.write_charge(con, decision.charge, now)
+            if stored is None or parsed is None or readable is None:
+                return None
+            save_message(con, stored)
+            if stored.mailbox == INBOX:
+                data = message_data(decision, parsed, readable, email_id=stored.email_id,
+                                    received_at=stored.received_at, max_body_chars=self.max_body_chars)
+                return enqueue(con, agent=agent, event_type="message.received", data=data,
+                               email_id=stored.email_id, decision_id=decision.decision_id, now=now)
+            notice = QuarantineData(agent=agent, decision_id=decision.decision_id, email_id=stored.email_id,
+                                    sender=stored.sender, subject=stored.subject,
+                                    received_at=stored.received_at.isoformat() + "Z", reason=decision.reason)
+            return enqueue(con, agent=agent, event_type="message.quarantined", data=notice,
+                           email_id=stored.email_id, decision_id=decision.decision_id, now=now)
+
+        delivery_id = await self.db.write(commit)
+        return Received(decision=decision, email_id=stored.email_id if stored else None, delivery_id=delivery_id)
+
+    def _stored_copy(self, decision: Decision, parsed: ParsedMessage | None, raw: bytes,
+                     now: float) -> StoredMessage | None:
+        if decision.action not in ("accept", "quarantine") or parsed is None:
+            return None
+        header = self.trace_headers(decision)
+        return StoredMessage(
+            email_id="e" + decision.decision_id[1:],
+            agent=decision.agent,
+            mailbox=INBOX if decision.action == "accept" else QUARANTINE,
+            thread_id=decision.thread_id,
+            message_id=parsed.message_id,
+            subject=parsed.subject,
+            sender=parsed.sender.address,
+            received_at=utc(now),
+            decision_id=decision.decision_id,
+            keywords=[],
+            size=len(header) + len(raw),
+            raw=header + raw,
+        )
+
+    def trace_headers(self, decision: Decision) -> bytes:
+        """Our Authentication-Results (RFC 8601) and decision header, prepended to the stored copy."""
+        a = decision.auth
+        results = (f"Authentication-Results: {self.hostname};\r\n"
+                   f"\tspf={a.spf}; dkim={a.dkim}; dmarc={a.dmarc}\r\n")
+        verdict = f"X-Appliance-Decision: {decision.decision_id}; action={decision.action}"
+        if decision.reason:
+            verdict += f"; reason={decision.reason}"
+        return (results + verdict + "\r\n").encode("ascii", "replace")
+
+
+def _try_parse(raw: bytes) -> ParsedMessage | None:
+    try:
+        return parse_message(raw)
+    except MalformedMessage:
+        return None
+
+
+def _record(decision: Decision, envelope: Envelope, parsed: ParsedMessage | None, raw: bytes, policy: MailPolicy,
+            *, intake: str, now: float, latency_ms: float) -> DecisionRecord:
+    body_hash = None
+    if policy.audit_log.include_body_hash:
+        _, sep, body = raw.partition(b"\r\n\r\n")
+        if not sep:
+            _, _, body = raw.partition(b"\n\n")
+        body_hash = hashlib.sha256(body).hexdigest()
+    return DecisionRecord(
+        decision_id=decision.decision_id,
+        ts=utc(now),
+        agent=decision.agent,
+        client_ip=envelope.client_ip,
+        helo=envelope.helo,
+        mail_from=envelope.mail_from,
+        rcpt_to=list(envelope.rcpt_to),
+        header_from=decision.sender,
+        message_id=parsed.message_id if parsed else None,
+        subject=parsed.subject if parsed else None,
+        thread_id=decision.thread_id,
+        spf=decision.auth.spf,
+        dkim=decision.auth.dkim,
+        dmarc=decision.auth.dmarc,
+        rule=decision.rule,
+        action=decision.action,
+        reason=decision.reason,
+        capabilities=list(decision.capabilities),
+        estimated_tokens=decision.estimated_tokens,
+        size=len(raw),
+        body_sha256=body_hash,
+        latency_ms=round(latency_ms, 3),
+        intake=intake,
+    )

@@ -1,0 +1,66 @@
+"""The operator's review of held mail: list, show, release, delete.
+
+A quarantined message is stored with its ``message.received`` delivery job
+already written but ``held``: releasing it moves the message to the inbox
+and lets the job go (the agent then gets it as if it had just arrived);
+deleting it removes the message and discards the job. Both are audited.
+"""
+
+from __future__ import annotations
+
+__all__ = ["HeldMessage", "delete", "list_held", "release", "show"]
+
+import time
+
+import duckdb
+import msgspec
+
+from appliance.audit import record_event
+from appliance.store import INBOX, QUARANTINE, MessageSummary, delete_message, get_message, list_messages, move_message
+
+
+class HeldMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A quarantined message with why it was held."""
+
+    message: MessageSummary
+    reason: str | None
+    raw: str
+    """The stored bytes, decoded for display (replacement characters where not UTF-8)."""
+
+
+def list_held(con: duckdb.DuckDBPyConnection, agent: str | None = None, limit: int = 100) -> list[MessageSummary]:
+    """Quarantined messages, newest first."""
+    return list_messages(con, mailbox=QUARANTINE, agent=agent, limit=limit)
+
+
+def show(con: duckdb.DuckDBPyConnection, email_id: str) -> HeldMessage | None:
+    """One quarantined message, with its decision's reason."""
+    stored = get_message(con, email_id)
+    if stored is None or stored.mailbox != QUARANTINE:
+        return None
+    row = con.execute("SELECT reason FROM decisions WHERE decision_id = ?", [stored.decision_id]).fetchone()
+    summary = MessageSummary(**{f: getattr(stored, f) for f in MessageSummary.__struct_fields__})
+    return HeldMessage(message=summary, reason=row[0] if row else None,
+                       raw=stored.raw.decode("utf-8", "replace"))
+
+
+def release(con: duckdb.DuckDBPyConnection, email_id: str, *, by: str = "operator") -> bool:
+    """Move a held message to the inbox and let its delivery go; False when it is not held."""
+    if not move_message(con, email_id, from_mailbox=QUARANTINE, to_mailbox=INBOX):
+        return False
+    con.execute("UPDATE deliveries SET status = 'pending', next_attempt_at = ? "
+                "WHERE email_id = ? AND status = 'held'", [time.time(), email_id])
+    agent = con.execute("SELECT agent FROM messages WHERE email_id = ?", [email_id]).fetchone()
+    record_event(con, "quarantine.released", agent[0] if agent else None, f"{email_id} released by {by}")
+    return True
+
+
+def delete(con: duckdb.DuckDBPyConnection, email_id: str, *, by: str = "operator") -> bool:
+    """Delete a held message and discard its delivery; False when it is not held."""
+    agent = con.execute("SELECT agent FROM messages WHERE email_id = ? AND mailbox = ?",
+                        [email_id, QUARANTINE]).fetchone()
+    if agent is None or not delete_message(con, email_id, mailbox=QUARANTINE):
+        return False
+    con.execute("UPDATE deliveries SET status = 'discarded' WHERE email_id = ? AND status = 'held'", [email_id])
+    record_event(con, "quarantine.deleted", agent[0], f"{email_id} deleted by {by}")
+    return True

@@ -1,0 +1,145 @@
+"""The running appliance: its parts, started and stopped in order.
+
+``Runtime`` is plain Python, so tests drive it without HTTP; the Litestar
+app's lifespan (``appliance.app``) only calls ``start`` and ``stop``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Runtime"]
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from appliance.audit import apply_retention, record_event
+from appliance.config import ApplianceConfig
+from appliance.counters import PersistentLimits
+from appliance.database import Database, utc
+from appliance.intake.reception import Reception
+from appliance.mailauth import DnsResolver
+from appliance.policy.book import PolicyBook, PolicyChange
+
+log = logging.getLogger("appliance")
+
+StopHook = Callable[[], Awaitable[None]]
+
+
+class Runtime:
+    """Everything one appliance process runs."""
+
+    def __init__(self, config: ApplianceConfig) -> None:
+        self.config = config
+        self.started = False
+        self.smtp_ready = False
+        self._stop_hooks: list[StopHook] = []
+        self._scheduler: AsyncIOScheduler | None = None
+        self.db: Database
+        self.policies: PolicyBook
+        self.reception: Reception
+        self.admin_token = ""
+        self.agent_keys: dict[str, str] = {}
+        """API key -> agent address."""
+
+    @property
+    def db_path(self) -> Path:
+        return self.config.data_path / "appliance.duckdb"
+
+    async def start(self) -> None:
+        """Open the database, load policies and limits, start the schedulers and the SMTP server."""
+        config = self.config
+        self.policies = PolicyBook({a.address: config.path(a.policy) for a in config.agents})
+        self.db = Database(self.db_path)
+        self._stop_hooks.append(self._close_db)
+        self.admin_token = self._admin_token()
+        self.agent_keys = {os.environ[a.api_key_env]: a.address.lower() for a in config.agents
+                           if a.api_key_env and os.environ.get(a.api_key_env)}
+        limits = await self.db.read(lambda con: PersistentLimits.load(con, time.time()))
+        self.reception = Reception(
+            db=self.db, policies=self.policies, limits=limits,
+            resolver=DnsResolver(config.dns.nameservers, timeout=config.dns.timeout),
+            hostname=config.hostname, max_message_size=config.smtp.max_message_size,
+            max_body_chars=config.delivery.max_body_chars,
+        )
+        self._start_scheduler()
+        if config.mode == "sandbox":
+            from appliance.intake.smtp import start_smtp_server
+
+            server = await start_smtp_server(config.smtp, self.reception, hostname=config.hostname)
+            self._stop_hooks.append(server.stop)
+        self.smtp_ready = True
+        self.started = True
+        log.info("appliance started (%s mode, %d agent(s))", config.mode, len(config.agents))
+
+    async def stop(self) -> None:
+        """Stop accepting, let transactions in flight finish, flush and close (reverse start order)."""
+        self.smtp_ready = False
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        while self._stop_hooks:
+            hook = self._stop_hooks.pop()
+            try:
+                await hook()
+            except Exception:  # keep stopping the rest; the log says what failed
+                log.exception("error while stopping")
+        self.started = False
+
+    def wake_dispatcher(self) -> None:
+        """Tell the delivery dispatcher new jobs are committed (no-op until it runs)."""
+        wake = getattr(self, "dispatcher_wake", None)
+        if wake is not None:
+            wake()
+
+    async def _close_db(self) -> None:
+        await asyncio.to_thread(self.db.close)
+
+    def _admin_token(self) -> str:
+        token = os.environ.get(self.config.http.admin_token_env)
+        if token:
+            return token
+        path = self.config.data_path / "admin.token"
+        if path.exists():
+            return path.read_text().strip()
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token + "\n")
+        return token
+
+    def _start_scheduler(self) -> None:
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        scheduler.add_job(self.watch_policies, "interval", seconds=1.0, id="policy-watch",
+                          max_instances=1, coalesce=True)
+        scheduler.add_job(self.apply_retention, "interval", hours=1, id="retention",
+                          max_instances=1, coalesce=True)
+        scheduler.start()
+        self._scheduler = scheduler
+
+    async def watch_policies(self) -> None:
+        """Reload changed policy files; audit every attempt."""
+        changes = self.policies.reload_changed()
+        for change in changes:
+            await self._audit_policy_change(change)
+
+    async def _audit_policy_change(self, change: PolicyChange) -> None:
+        kind = "policy.reloaded" if change.ok else "policy.rejected"
+        await self.db.write(lambda con: record_event(con, kind, change.agent, change.detail))
+
+    async def apply_retention(self) -> int:
+        """Drop audit days past each agent's retentionDays; fold old limit events."""
+        removed = 0
+        now = utc()
+        for agent in self.policies.agents:
+            policy = self.policies.get(agent)
+            if policy is None:
+                continue
+            days = policy.audit_log.retention_days
+            removed += await self.db.write(lambda con, a=agent, d=days: apply_retention(con, a, d, now))
+        await self.db.write(lambda con: PersistentLimits.compact(con, time.time()))
+        return removed

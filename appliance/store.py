@@ -1,0 +1,150 @@
+"""The local mail store (sandbox mode): accepted messages with their index.
+
+Raw bytes live in the same DuckDB file as the audit log, so a message and its
+decision commit together. Mailboxes: ``inbox`` (dispatched to the agent) and
+``quarantine`` (held until an operator releases or deletes it).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "INBOX",
+    "QUARANTINE",
+    "MessageSummary",
+    "StoredMessage",
+    "delete_message",
+    "get_message",
+    "list_messages",
+    "move_message",
+    "resolve_thread",
+    "save_message",
+    "subject_key",
+]
+
+import re
+from datetime import datetime, timedelta
+
+import duckdb
+import msgspec
+
+from appliance.message import ParsedMessage, thread_root
+
+INBOX = "inbox"
+QUARANTINE = "quarantine"
+
+_REPLY_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg|sv|vs|antw|tr)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
+_SUBJECT_THREAD_WINDOW = timedelta(days=30)
+
+
+class StoredMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A message as kept in the store."""
+
+    email_id: str
+    agent: str
+    mailbox: str
+    thread_id: str
+    message_id: str | None
+    subject: str
+    sender: str
+    received_at: datetime
+    decision_id: str
+    keywords: list[str]
+    size: int
+    raw: bytes
+
+
+class MessageSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored message without its bytes, for listings."""
+
+    email_id: str
+    agent: str
+    mailbox: str
+    thread_id: str
+    message_id: str | None
+    subject: str
+    sender: str
+    received_at: datetime
+    decision_id: str
+    size: int
+
+
+def subject_key(subject: str) -> str:
+    """The subject with reply/forward prefixes and extra spaces removed, lowercased."""
+    return " ".join(_REPLY_PREFIX.sub("", subject).split()).lower()
+
+
+def resolve_thread(con: duckdb.DuckDBPyConnection, agent: str, parsed: ParsedMessage, now: datetime) -> str:
+    """The thread a new message joins: by References/In-Reply-To, then by normalized subject.
+
+    Subject threading applies only to replies (a ``Re:``-style prefix) and to
+    messages of the last 30 days, so unrelated mail with a common subject
+    ("Hello") does not merge into one thread.
+    """
+    refs = [*parsed.references, *([parsed.in_reply_to] if parsed.in_reply_to else [])]
+    if refs:
+        found = con.execute(
+            f"SELECT thread_id FROM messages WHERE agent = ? AND message_id IN ({', '.join('?' for _ in refs)}) "
+            "ORDER BY received_at DESC LIMIT 1", [agent, *refs]).fetchone()
+        if found:
+            return str(found[0])
+    if _REPLY_PREFIX.match(parsed.subject):
+        found = con.execute(
+            "SELECT thread_id FROM messages WHERE agent = ? AND subject_key = ? AND received_at >= ? "
+            "ORDER BY received_at DESC LIMIT 1",
+            [agent, subject_key(parsed.subject), now - _SUBJECT_THREAD_WINDOW]).fetchone()
+        if found:
+            return str(found[0])
+    return thread_root(parsed)
+
+
+def save_message(con: duckdb.DuckDBPyConnection, msg: StoredMessage) -> None:
+    """Insert ``msg`` inside the caller's transaction."""
+    con.execute(
+        "INSERT INTO messages (email_id, agent, mailbox, thread_id, message_id, subject, subject_key, sender, "
+        "received_at, decision_id, keywords, size, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [msg.email_id, msg.agent, msg.mailbox, msg.thread_id, msg.message_id, msg.subject,
+         subject_key(msg.subject), msg.sender, msg.received_at, msg.decision_id, msg.keywords, msg.size, msg.raw])
+
+
+_SUMMARY = "email_id, agent, mailbox, thread_id, message_id, subject, sender, received_at, decision_id, size"
+
+
+def list_messages(con: duckdb.DuckDBPyConnection, *, mailbox: str | None = None, agent: str | None = None,
+                  limit: int = 100) -> list[MessageSummary]:
+    """Newest first, filtered by mailbox and agent."""
+    where, args = [], []
+    if mailbox is not None:
+        where.append("mailbox = ?")
+        args.append(mailbox)
+    if agent is not None:
+        where.append("agent = ?")
+        args.append(agent.lower())
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = con.execute(f"SELECT {_SUMMARY} FROM messages {clause} ORDER BY received_at DESC LIMIT ?",
+                       [*args, limit]).fetchall()
+    return [MessageSummary(**dict(zip(_SUMMARY.split(", "), row, strict=True))) for row in rows]
+
+
+def get_message(con: duckdb.DuckDBPyConnection, email_id: str) -> StoredMessage | None:
+    """The stored message, bytes included, or None."""
+    cols = _SUMMARY + ", keywords, raw"
+    row = con.execute(f"SELECT {cols} FROM messages WHERE email_id = ?", [email_id]).fetchone()
+    if row is None:
+        return None
+    return StoredMessage(**dict(zip(cols.split(", "), row, strict=True)))
+
+
+def move_message(con: duckdb.DuckDBPyConnection, email_id: str, *, from_mailbox: str, to_mailbox: str) -> bool:
+    """Move a message between mailboxes; False when it is not in ``from_mailbox``."""
+    found = con.execute("SELECT 1 FROM messages WHERE email_id = ? AND mailbox = ?",
+                        [email_id, from_mailbox]).fetchone()
+    if found is None:
+        return False
+    con.execute("UPDATE messages SET mailbox = ? WHERE email_id = ?", [to_mailbox, email_id])
+    return True
+
+
+def delete_message(con: duckdb.DuckDBPyConnection, email_id: str, *, mailbox: str | None = None) -> bool:
+    """Delete a message (only from ``mailbox`` when given); False when there was none."""
+    query = "DELETE FROM messages WHERE email_id = ?" + (" AND mailbox = ?" if mailbox else "") + " RETURNING email_id"
+    return bool(con.execute(query, [email_id, *([mailbox] if mailbox else [])]).fetchall())

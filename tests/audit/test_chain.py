@@ -1,0 +1,92 @@
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from appliance.audit import DecisionRecord, append_decision, apply_retention, verify_chain
+from appliance.database import Database, utc
+
+
+def record(i: int, *, agent: str = "agent@example.test", days_ago: float = 0) -> DecisionRecord:
+    return DecisionRecord(
+        decision_id=f"d{i:04d}", ts=utc() - timedelta(days=days_ago), agent=agent, client_ip="192.0.2.1",
+        helo="mx.example.net", mail_from="a@example.net", rcpt_to=[agent], header_from="a@example.net",
+        message_id=f"<{i}@example.net>", subject=f"subject {i}", thread_id="T1", spf="pass", dkim="pass",
+        dmarc="pass", rule=0, action="accept", reason=None, capabilities=["read"], estimated_tokens=10,
+        size=100 + i, body_sha256="ab" * 32, latency_ms=1.25, intake="smtp")
+
+
+@pytest.fixture
+def db(tmp_path: Path):  # type: ignore[no-untyped-def]
+    database = Database(tmp_path / "appliance.duckdb")
+    yield database
+    database.close()
+
+
+def test_untouched_chains_verify(db: Database) -> None:
+    for i in range(10):
+        db.write_sync(lambda con, i=i: append_decision(con, record(i, agent=f"a{i % 2}@example.test")))
+    report = db.read_sync(verify_chain)
+    assert report.ok and report.rows == 10 and report.agents == 2
+
+
+def test_edited_row_is_named(db: Database) -> None:
+    for i in range(5):
+        db.write_sync(lambda con, i=i: append_decision(con, record(i)))
+    db.write_sync(lambda con: con.execute("UPDATE decisions SET action = 'bounce' WHERE decision_id = 'd0002'"))
+    report = db.read_sync(verify_chain)
+    assert not report.ok
+    assert report.broken_decision_id == "d0002"
+
+
+def test_deleted_row_breaks_the_next_link(db: Database) -> None:
+    for i in range(5):
+        db.write_sync(lambda con, i=i: append_decision(con, record(i)))
+    db.write_sync(lambda con: con.execute("DELETE FROM decisions WHERE decision_id = 'd0001'"))
+    report = db.read_sync(verify_chain)
+    assert not report.ok and report.broken_decision_id == "d0002"
+
+
+def test_deleted_last_row_is_caught_by_the_chain_head(db: Database) -> None:
+    for i in range(3):
+        db.write_sync(lambda con, i=i: append_decision(con, record(i)))
+    db.write_sync(lambda con: con.execute("DELETE FROM decisions WHERE decision_id = 'd0002'"))
+    assert not db.read_sync(verify_chain).ok
+
+
+def test_retention_removes_whole_old_days_and_chain_still_verifies(db: Database) -> None:
+    for i, age in enumerate([40, 35, 31, 5, 1, 0]):
+        db.write_sync(lambda con, i=i, age=age: append_decision(con, record(i, days_ago=age)))
+    removed = db.write_sync(lambda con: apply_retention(con, "agent@example.test", 30, utc()))
+    assert removed == 3
+    report = db.read_sync(verify_chain)
+    assert report.ok and report.rows == 3
+    assert db.read_sync(lambda con: con.execute("SELECT count(*) FROM audit_checkpoints").fetchone()) == (1,)
+
+
+def test_group_commit_batches_concurrent_writes(db: Database) -> None:
+    import asyncio
+
+    async def many() -> None:
+        await asyncio.gather(*(db.write(lambda con, i=i: append_decision(con, record(i))) for i in range(200)))
+
+    asyncio.run(many())
+    assert db.read_sync(verify_chain).ok
+    assert db.commits < 200  # several rows shared a commit
+
+
+def test_failing_job_does_not_fail_its_batch_neighbours(db: Database) -> None:
+    import asyncio
+
+    def bad(con):  # type: ignore[no-untyped-def]
+        con.execute("INSERT INTO no_such_table VALUES (1)")
+
+    async def mixed() -> list[object]:
+        return await asyncio.gather(
+            db.write(lambda con: append_decision(con, record(1))), db.write(bad),
+            db.write(lambda con: append_decision(con, record(2))), return_exceptions=True)
+
+    results = asyncio.run(mixed())
+    assert isinstance(results[1], Exception)
+    assert db.read_sync(lambda con: con.execute("SELECT count(*) FROM decisions").fetchone()) == (2,)
+    assert db.read_sync(verify_chain).ok
