@@ -124,6 +124,9 @@ class ApplianceConfig(_Section):
 def parse_hostport(value: str, *, field: str) -> tuple[str, int]:
     """``"127.0.0.1:2525"`` or ``"[::1]:2525"`` to (host, port); ValueError naming the field otherwise."""
     host, sep, port = value.rpartition(":")
+    if ":" in host:  # IPv6 must be bracketed, or the port is ambiguous
+        if not (host.startswith("[") and host.endswith("]")):
+            host = ""
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{field}: expected host:port, got {value!r}")
@@ -145,7 +148,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> A
     try:
         config = msgspec.convert(data, ApplianceConfig)
     except msgspec.ValidationError as exc:
-        raise ConfigError([Problem.from_validation(source, exc)]) from exc
+        raise ConfigError([Problem.from_validation(source, exc, ApplianceConfig)]) from exc
     problems = _semantic_problems(config, source)
     if problems:
         raise ConfigError(problems)

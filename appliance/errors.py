@@ -26,6 +26,30 @@ import msgspec
 
 _AT_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
+_INVALID_ENUM = re.compile(r"Invalid enum value (?P<value>.+)$")
+_PATH_TOKEN = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
+
+
+def _choices_at(root: type, path: str) -> list[object]:
+    """The Literal values allowed at ``path`` inside ``root``, or [] when not a choice."""
+    import msgspec.inspect as mi
+
+    info: mi.Type = mi.type_info(root)
+    for name, _index in _PATH_TOKEN.findall(path):
+        while isinstance(info, mi.UnionType):
+            info = next((t for t in info.types if not isinstance(t, mi.NoneType)), info.types[0])
+        if name and isinstance(info, mi.StructType):
+            found = next((f for f in info.fields if f.encode_name == name), None)
+            if found is None:
+                return []
+            info = found.type
+        elif not name and isinstance(info, mi.ListType):
+            info = info.item_type
+        else:
+            return []
+    while isinstance(info, mi.UnionType):
+        info = next((t for t in info.types if not isinstance(t, mi.NoneType)), info.types[0])
+    return list(info.values) if isinstance(info, mi.LiteralType) else []
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,8 +63,11 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True):
     """What was wrong and what was expected."""
 
     @classmethod
-    def from_validation(cls, source: str, exc: msgspec.ValidationError) -> Problem:
-        """Recast msgspec's "Expected `int`, got `str` - at `$.a[1].b`" as path and reason."""
+    def from_validation(cls, source: str, exc: msgspec.ValidationError, root: type | None = None) -> Problem:
+        """Recast msgspec's "Expected `int`, got `str` - at `$.a[1].b`" as path and reason.
+
+        With ``root`` (the decoded type), an invalid choice also lists the valid ones.
+        """
         message = str(exc)
         found = _AT_PATH.search(message)
         path = found["path"].lstrip(".") if found else ""
@@ -51,6 +78,11 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True):
             return cls(source=source, path=f"{path}.{field}" if path else field,
                        reason="unknown field (check its spelling)")
         reason = reason.replace("`", "").replace(" | null", "")  # optional fields: say the real type
+        bad_choice = _INVALID_ENUM.match(reason)
+        if bad_choice and root is not None:
+            choices = _choices_at(root, path)
+            if choices:
+                reason = f"expected one of {', '.join(map(repr, choices))}, got {bad_choice['value']}"
         return cls(source=source, path=path, reason=reason[:1].lower() + reason[1:])
 
     def __str__(self) -> str:

@@ -61,7 +61,7 @@ def policy_from_builtins(data: object, *, source: str = "<policy>") -> MailPolic
     try:
         policy = msgspec.convert(data, MailPolicy, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
-        raise PolicyError([Problem.from_validation(source, exc)]) from exc
+        raise PolicyError([Problem.from_validation(source, exc, MailPolicy)]) from exc
     problems = _semantic_problems(policy, source)
     if problems:
         raise PolicyError(problems)
