@@ -48,4 +48,5 @@ def create_app(config: ApplianceConfig, runtime: Runtime | None = None) -> Lites
         state=State({"runtime": rt}),
         openapi_config=OpenAPIConfig(title="Mail appliance", version="0.1.0"),
         request_max_body_size=config.smtp.max_message_size * 2 + 1_000_000,
+        logging_config=None,  # logs are configured once for the process (appliance.logs)
     )

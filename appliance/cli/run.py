@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,27 @@ def run_appliance(args: argparse.Namespace) -> int:
         load_policy(config.path(agent.policy))
     configure_logging(args.log_level)
     host, port = parse_hostport(config.http.listen, field="http.listen")
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host=host, port=port, log_config=None,
-                                           lifespan="on", timeout_graceful_shutdown=30))
-    asyncio.run(server.serve())
+    server = _server_class()(uvicorn.Config(create_app(config), host=host, port=port, log_config=None,
+                                    lifespan="on", timeout_graceful_shutdown=30))
+    asyncio.run(_serve(server))
     return 0 if server.started else 1
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, but SIGTERM/SIGINT end it with exit 0 instead of being re-raised."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return Server
+
+
+async def _serve(server: Any) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.handle_exit, sig, None)
+    await server.serve()
