@@ -11,11 +11,11 @@ from __future__ import annotations
 __all__ = [
     "AgentConfig",
     "ApplianceConfig",
+    "DeliveryConfig",
     "DnsConfig",
     "HookConfig",
     "HttpConfig",
     "SmtpConfig",
-    "DeliveryConfig",
     "load_config",
     "parse_hostport",
 ]
@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from appliance.errors import ConfigError, Problem
+from appliance.mailauth.dns import parse_nameserver
 
 _SECTIONS = frozenset({"http", "smtp", "dns", "hook", "delivery"})
 
@@ -37,14 +38,14 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Base of every configuration section: immutable, unknown keys refused."""
 
 
-class HttpConfig(_Section):
+class HttpConfig(_Section, frozen=True):
     listen: str = "127.0.0.1:8025"
     """Where the HTTP API (hook, agent API, admin, metrics) listens, ``host:port``."""
     admin_token_env: str = "APPLIANCE_ADMIN_TOKEN"
     """Environment variable holding the admin API's bearer token; one is generated into data_dir when unset."""
 
 
-class SmtpConfig(_Section):
+class SmtpConfig(_Section, frozen=True):
     listen: str = "127.0.0.1:2525"
     """Where the embedded SMTP server listens (sandbox mode)."""
     max_message_size: Annotated[int, msgspec.Meta(ge=1024)] = 26_214_400
@@ -60,18 +61,20 @@ class SmtpConfig(_Section):
     tls_key: str | None = None
 
 
-class DnsConfig(_Section):
+class DnsConfig(_Section, frozen=True):
     nameservers: list[str] = msgspec.field(default_factory=list)
     """``host:port`` of the resolvers to ask; the system resolver when empty."""
     timeout: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    offline: bool = False
+    """No DNS at all (a laptop sandbox): every lookup is a temporary error, answered at once."""
 
 
-class HookConfig(_Section):
+class HookConfig(_Section, frozen=True):
     secret_env: str = "STALWART_HOOK_SECRET"
     """Environment variable holding the secret Stalwart presents (Bearer, or Basic password)."""
 
 
-class DeliveryConfig(_Section):
+class DeliveryConfig(_Section, frozen=True):
     max_body_chars: Annotated[int, msgspec.Meta(ge=1)] = 100_000
     """Longest ``text``/``html`` put inline in a webhook payload; longer bodies are cut and flagged."""
     timeout: Annotated[float, msgspec.Meta(gt=0)] = 15.0
@@ -82,7 +85,7 @@ class DeliveryConfig(_Section):
     """Seconds a capability token stays valid."""
 
 
-class AgentConfig(_Section):
+class AgentConfig(_Section, frozen=True):
     address: str
     """The agent's mailbox, ``local@domain``."""
     policy: str
@@ -94,7 +97,7 @@ class AgentConfig(_Section):
     """Environment variable with the agent's API key (event stream, usage reports)."""
 
 
-class ApplianceConfig(_Section):
+class ApplianceConfig(_Section, frozen=True):
     mode: Literal["sandbox", "stalwart"] = "sandbox"
     hostname: str = "localhost"
     data_dir: str = "var"
@@ -124,9 +127,8 @@ class ApplianceConfig(_Section):
 def parse_hostport(value: str, *, field: str) -> tuple[str, int]:
     """``"127.0.0.1:2525"`` or ``"[::1]:2525"`` to (host, port); ValueError naming the field otherwise."""
     host, sep, port = value.rpartition(":")
-    if ":" in host:  # IPv6 must be bracketed, or the port is ambiguous
-        if not (host.startswith("[") and host.endswith("]")):
-            host = ""
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        host = ""  # IPv6 must be bracketed, or the port is ambiguous
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{field}: expected host:port, got {value!r}")
@@ -184,10 +186,9 @@ def _semantic_problems(config: ApplianceConfig, source: str) -> list[Problem]:
             problems.append(Problem(source=source, path=field, reason=f"expected host:port, got {value!r}"))
     for i, ns in enumerate(config.dns.nameservers):
         try:
-            parse_hostport(ns if ns.rpartition(":")[2].isdigit() else f"{ns}:53", field="dns")
-        except ValueError:
-            problems.append(Problem(source=source, path=f"dns.nameservers[{i}]",
-                                    reason=f"expected host:port, got {ns!r}"))
+            parse_nameserver(ns)
+        except ValueError as exc:
+            problems.append(Problem(source=source, path=f"dns.nameservers[{i}]", reason=str(exc)))
     if (config.smtp.tls_cert is None) != (config.smtp.tls_key is None):
         problems.append(Problem(source=source, path="smtp", reason="tls_cert and tls_key go together"))
     seen: set[str] = set()

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import duckdb
 
@@ -182,13 +182,13 @@ class Database:
         """Run ``work`` in a write transaction; return once it is committed (on disk)."""
         job = _Job(work)
         self._queue.put(job)
-        return await asyncio.wrap_future(job.future)  # type: ignore[return-value]
+        return cast(T, await asyncio.wrap_future(job.future))
 
     def write_sync(self, work: Work[T]) -> T:
         """``write`` for callers outside the event loop."""
         job = _Job(work)
         self._queue.put(job)
-        return job.future.result()  # type: ignore[return-value]
+        return cast(T, job.future.result())
 
     async def read(self, work: Work[T]) -> T:
         """Run ``work`` on a cursor of its own in a worker thread."""

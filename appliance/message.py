@@ -99,8 +99,9 @@ def thread_root(parsed: ParsedMessage) -> str:
 def _mailboxes(header: object, name: str) -> list[Mailbox]:
     if not isinstance(header, AddressHeader):
         raise MalformedMessage(f"{name} header is not an address header")
-    if header.defects:
-        raise MalformedMessage(f"{name} header is malformed: {header.defects[0]}")
+    defects = getattr(header, "defects", ())  # on every header object; missing from typeshed
+    if defects:
+        raise MalformedMessage(f"{name} header is malformed: {defects[0]}")
     if any(group.display_name is not None for group in header.groups):
         raise MalformedMessage(f"{name} header holds a group, not a mailbox")
     out: list[Mailbox] = []

@@ -9,13 +9,17 @@ from __future__ import annotations
 __all__ = ["Runtime"]
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import duckdb
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from appliance.audit import apply_retention, record_event
@@ -23,8 +27,11 @@ from appliance.config import ApplianceConfig
 from appliance.counters import PersistentLimits
 from appliance.database import Database, utc
 from appliance.intake.reception import Reception
-from appliance.mailauth import DnsResolver
+from appliance.mailauth import DnsResolver, OfflineResolver
 from appliance.policy.book import PolicyBook, PolicyChange
+
+if TYPE_CHECKING:
+    from appliance.intake.smtp import SmtpServer
 
 log = logging.getLogger("appliance")
 
@@ -43,6 +50,8 @@ class Runtime:
         self.db: Database
         self.policies: PolicyBook
         self.reception: Reception
+        self.smtp_server: SmtpServer | None = None
+        """The embedded SMTP server (sandbox mode)."""
         self.admin_token = ""
         self.agent_keys: dict[str, str] = {}
         """API key -> agent address."""
@@ -63,7 +72,8 @@ class Runtime:
         limits = await self.db.read(lambda con: PersistentLimits.load(con, time.time()))
         self.reception = Reception(
             db=self.db, policies=self.policies, limits=limits,
-            resolver=DnsResolver(config.dns.nameservers, timeout=config.dns.timeout),
+            resolver=OfflineResolver() if config.dns.offline
+            else DnsResolver(config.dns.nameservers, timeout=config.dns.timeout),
             hostname=config.hostname, max_message_size=config.smtp.max_message_size,
             max_body_chars=config.delivery.max_body_chars,
         )
@@ -71,8 +81,8 @@ class Runtime:
         if config.mode == "sandbox":
             from appliance.intake.smtp import start_smtp_server
 
-            server = await start_smtp_server(config.smtp, self.reception, hostname=config.hostname)
-            self._stop_hooks.append(server.stop)
+            self.smtp_server = await start_smtp_server(config.smtp, self.reception, hostname=config.hostname)
+            self._stop_hooks.append(self.smtp_server.stop)
         self.smtp_ready = True
         self.started = True
         log.info("appliance started (%s mode, %d agent(s))", config.mode, len(config.agents))
@@ -140,6 +150,10 @@ class Runtime:
             if policy is None:
                 continue
             days = policy.audit_log.retention_days
-            removed += await self.db.write(lambda con, a=agent, d=days: apply_retention(con, a, d, now))
+            removed += await self.db.write(functools.partial(_retain, agent=agent, days=days, now=now))
         await self.db.write(lambda con: PersistentLimits.compact(con, time.time()))
         return removed
+
+
+def _retain(con: duckdb.DuckDBPyConnection, *, agent: str, days: int, now: datetime) -> int:
+    return apply_retention(con, agent, days, now)

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import base64
 import json
-import statistics
 import sys
 import tempfile
 import threading
@@ -33,11 +32,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from appliance.gate import Envelope, InMemoryLimits, assess  # noqa: E402
-from appliance.mailauth import DnsResolver  # noqa: E402
-from appliance.policy import policy_from_builtins  # noqa: E402
-from tests.dnsserver import serve_zone  # noqa: E402
-from tests.e2e.harness import ApplianceProcess, free_port, write_config  # noqa: E402
+from appliance.gate import Envelope, InMemoryLimits, assess
+from appliance.mailauth import DnsResolver
+from appliance.policy import policy_from_builtins
+from tests.dnsserver import serve_zone
+from tests.e2e.harness import ApplianceProcess, free_port, write_config
 
 DOMAIN = "bench.example"
 AGENT = "agent@example.test"

@@ -11,6 +11,7 @@ import msgspec
 from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.exceptions import ClientException
+from litestar.params import FromQuery, JSONBody
 
 from appliance.api.auth import admin_guard
 from appliance.audit import VerifyReport, verify_chain
@@ -38,9 +39,10 @@ class AuditController(Controller):
     guards = [admin_guard]  # noqa: RUF012 - Litestar reads it as a class attribute
 
     @get("/")
-    async def list_decisions(self, state: State, since: datetime | None = None, until: datetime | None = None,
-                             action: str | None = None, sender: str | None = None, agent: str | None = None,
-                             after: int = 0, limit: int = 100) -> QueryResult:
+    async def list_decisions(self, state: State, since: FromQuery[datetime | None] = None,
+                             until: FromQuery[datetime | None] = None, action: FromQuery[str | None] = None,
+                             sender: FromQuery[str | None] = None, agent: FromQuery[str | None] = None,
+                             after: FromQuery[int] = 0, limit: FromQuery[int] = 100) -> QueryResult:
         """Decision rows in order; pass the last ``seq`` seen as ``after`` for the next page."""
         runtime: Runtime = state.runtime
         flt = AuditFilter(since=_naive_utc(since), until=_naive_utc(until), action=action, sender=sender,
@@ -48,7 +50,7 @@ class AuditController(Controller):
         return await runtime.db.read(lambda con: decisions_page(con, flt))
 
     @post("/sql", status_code=200)
-    async def sql(self, state: State, data: SqlRequest) -> QueryResult:
+    async def sql(self, state: State, data: JSONBody[SqlRequest]) -> QueryResult:
         """Run read-only SQL over the audit tables."""
         runtime: Runtime = state.runtime
         try:
@@ -63,7 +65,7 @@ class AuditController(Controller):
         return await runtime.db.read(verify_chain)
 
     @post("/export", status_code=200)
-    async def export(self, state: State, data: ExportRequest) -> ExportResult:
+    async def export(self, state: State, data: JSONBody[ExportRequest]) -> ExportResult:
         """Write the decisions to a Parquet file on the appliance's disk."""
         runtime: Runtime = state.runtime
         out = Path(data.out)

@@ -7,6 +7,7 @@ __all__ = ["QuarantineController"]
 from litestar import Controller, delete, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, FromQuery
 
 from appliance import quarantine
 from appliance.api.auth import admin_guard
@@ -19,12 +20,13 @@ class QuarantineController(Controller):
     guards = [admin_guard]  # noqa: RUF012 - Litestar reads it as a class attribute
 
     @get("/")
-    async def list_held(self, state: State, agent: str | None = None, limit: int = 100) -> list[MessageSummary]:
+    async def list_held(self, state: State, agent: FromQuery[str | None] = None,
+                        limit: FromQuery[int] = 100) -> list[MessageSummary]:
         runtime: Runtime = state.runtime
         return await runtime.db.read(lambda con: quarantine.list_held(con, agent, limit))
 
     @get("/{email_id:str}")
-    async def show(self, state: State, email_id: str) -> quarantine.HeldMessage:
+    async def show(self, state: State, email_id: FromPath[str]) -> quarantine.HeldMessage:
         runtime: Runtime = state.runtime
         held = await runtime.db.read(lambda con: quarantine.show(con, email_id))
         if held is None:
@@ -32,7 +34,7 @@ class QuarantineController(Controller):
         return held
 
     @post("/{email_id:str}/release", status_code=200)
-    async def release(self, state: State, email_id: str) -> dict[str, str]:
+    async def release(self, state: State, email_id: FromPath[str]) -> dict[str, str]:
         runtime: Runtime = state.runtime
         if not await runtime.db.write(lambda con: quarantine.release(con, email_id, by="api")):
             raise NotFoundException(f"no quarantined message {email_id}")
@@ -40,7 +42,7 @@ class QuarantineController(Controller):
         return {"released": email_id}
 
     @delete("/{email_id:str}", status_code=200)
-    async def delete(self, state: State, email_id: str) -> dict[str, str]:
+    async def delete(self, state: State, email_id: FromPath[str]) -> dict[str, str]:
         runtime: Runtime = state.runtime
         if not await runtime.db.write(lambda con: quarantine.delete(con, email_id, by="api")):
             raise NotFoundException(f"no quarantined message {email_id}")

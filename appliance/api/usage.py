@@ -12,6 +12,7 @@ import msgspec
 from litestar import Request, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
+from litestar.params import JSONBody
 
 from appliance.api.auth import require_agent
 from appliance.counters import PersistentLimits
@@ -32,7 +33,7 @@ class UsageResult(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
 
 @post("/api/v1/usage", status_code=200)
-async def report_usage(request: Request, state: State, data: UsageReport) -> UsageResult:  # type: ignore[type-arg]
+async def report_usage(request: Request, state: State, data: JSONBody[UsageReport]) -> UsageResult:  # type: ignore[type-arg]
     """Charge reported usage to a thread (and to the day budget of the rule that admitted it)."""
     agent = require_agent(request)
     runtime: Runtime = state.runtime

@@ -104,7 +104,8 @@ def verify_chain(con: duckdb.DuckDBPyConnection) -> VerifyReport:
     """Walk every agent's chain from its checkpoint; name the first row that does not verify."""
     agents = [r[0] for r in con.execute("SELECT DISTINCT agent FROM decisions ORDER BY agent").fetchall()]
     rows = 0
-    select = f"SELECT seq, {', '.join(_COLUMNS)}, prev_hash, row_hash FROM decisions WHERE agent = ? AND seq > ? ORDER BY seq"
+    select = (f"SELECT seq, {', '.join(_COLUMNS)}, prev_hash, row_hash FROM decisions "
+              "WHERE agent = ? AND seq > ? ORDER BY seq")
     for agent in agents:
         cp = con.execute("SELECT through_seq, last_hash FROM audit_checkpoints WHERE agent = ? "
                          "ORDER BY through_seq DESC LIMIT 1", [agent]).fetchone()

@@ -91,7 +91,8 @@ class AuditFilter(msgspec.Struct, frozen=True, kw_only=True):
 
 def decisions_page(con: duckdb.DuckDBPyConnection, flt: AuditFilter) -> QueryResult:
     """Decision rows matching ``flt`` in seq order, at most ``limit`` after ``after``."""
-    where, args = ["seq > ?"], [flt.after]
+    where: list[str] = ["seq > ?"]
+    args: list[object] = [flt.after]
     for column, op, value in (("ts", ">=", flt.since), ("ts", "<", flt.until), ("action", "=", flt.action),
                               ("lower(header_from)", "=", flt.sender.lower() if flt.sender else None),
                               ("agent", "=", flt.agent.lower() if flt.agent else None)):

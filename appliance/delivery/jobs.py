@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["new_delivery_id", "enqueue"]
+__all__ = ["enqueue", "new_delivery_id"]
 
 import os
 import time

@@ -12,12 +12,12 @@ __all__ = ["assess", "gather", "new_decision_id"]
 import os
 import time
 
+from appliance.errors import MalformedMessage
 from appliance.gate.decision import Decision, Envelope
 from appliance.gate.evaluate import Facts, evaluate
 from appliance.gate.limits import LimitCounter
 from appliance.guards import extract_readable
 from appliance.mailauth import Resolver, authenticate
-from appliance.errors import MalformedMessage
 from appliance.message import ParsedMessage, parse_message, thread_root
 from appliance.policy import MailPolicy
 

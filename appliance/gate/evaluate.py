@@ -44,15 +44,18 @@ class Facts(msgspec.Struct, frozen=True, kw_only=True):
 
 _ACCEPTED = SmtpReply(code=250, enhanced="2.0.0", text="Message accepted")
 _REPLIES: dict[str, SmtpReply] = {
-    reasons.SENDER_NOT_ALLOWED: SmtpReply(code=550, enhanced="5.7.1", text="Sender is not allowed to reach this agent"),
-    reasons.DKIM_REQUIRED: SmtpReply(code=550, enhanced="5.7.1", text="A DKIM signature aligned with the From domain is required"),
-    reasons.SPF_REQUIRED: SmtpReply(code=550, enhanced="5.7.1", text="SPF must pass for an envelope domain aligned with the From domain"),
-    reasons.DMARC_REQUIRED: SmtpReply(code=550, enhanced="5.7.1", text="DMARC must pass for the From domain"),
-    reasons.MALFORMED_MESSAGE: SmtpReply(code=550, enhanced="5.6.0", text="Malformed message"),
-    reasons.MESSAGE_TOO_LARGE: SmtpReply(code=552, enhanced="5.3.4", text="Message too big for this agent"),
-    reasons.RATE_LIMITED: SmtpReply(code=451, enhanced="4.7.1", text="Rate limit exceeded, try again later"),
-    reasons.TOKEN_BUDGET_EXHAUSTED: SmtpReply(code=550, enhanced="5.7.1", text="Token budget exhausted"),
-    reasons.DNS_TEMPORARY_FAILURE: SmtpReply(code=451, enhanced="4.4.3", text="Temporary DNS failure, try again later"),
+    reason: SmtpReply(code=code, enhanced=enhanced, text=text)
+    for reason, code, enhanced, text in [
+        (reasons.SENDER_NOT_ALLOWED, 550, "5.7.1", "Sender is not allowed to reach this agent"),
+        (reasons.DKIM_REQUIRED, 550, "5.7.1", "A DKIM signature aligned with the From domain is required"),
+        (reasons.SPF_REQUIRED, 550, "5.7.1", "SPF must pass for an envelope domain aligned with the From domain"),
+        (reasons.DMARC_REQUIRED, 550, "5.7.1", "DMARC must pass for the From domain"),
+        (reasons.MALFORMED_MESSAGE, 550, "5.6.0", "Malformed message"),
+        (reasons.MESSAGE_TOO_LARGE, 552, "5.3.4", "Message too big for this agent"),  # RFC 1870
+        (reasons.RATE_LIMITED, 451, "4.7.1", "Rate limit exceeded, try again later"),
+        (reasons.TOKEN_BUDGET_EXHAUSTED, 550, "5.7.1", "Token budget exhausted"),
+        (reasons.DNS_TEMPORARY_FAILURE, 451, "4.4.3", "Temporary DNS failure, try again later"),  # RFC 3463
+    ]
 }
 _BY_ACTION: dict[Action, SmtpReply] = {
     "bounce": SmtpReply(code=550, enhanced="5.7.1", text="Message rejected by policy"),
@@ -180,10 +183,12 @@ class _Evaluation:
             return None
         hit = scan(readable, self.policy.content_guards)
         if hit is None:
-            self.note("content", "pass", f"{len(self.policy.content_guards)} guard(s), no match in {len(readable.parts)} part(s)")
+            self.note("content", "pass",
+                      f"{len(self.policy.content_guards)} guard(s), no match in {len(readable.parts)} part(s)")
             return None
         self.guard = hit
-        self.note("content", "fail", f"contentGuards[{hit.guard_index}] /{hit.pattern}/ matched in {hit.where}: {hit.excerpt!r}")
+        self.note("content", "fail",
+                  f"contentGuards[{hit.guard_index}] /{hit.pattern}/ matched in {hit.where}: {hit.excerpt!r}")
         reply = SmtpReply(code=550, enhanced="5.7.1", text=f"Message rejected by content policy ({hit.reason})")
         return self.finish("bounce", hit.reason, reply=reply)
 

@@ -8,7 +8,7 @@ answers the SMTP client (or Stalwart) only after ``receive`` returned, so a
 
 from __future__ import annotations
 
-__all__ = ["Reception", "Received"]
+__all__ = ["Received", "Reception"]
 
 import hashlib
 import logging

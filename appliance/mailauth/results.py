@@ -23,7 +23,10 @@ class DkimResult(msgspec.Struct, frozen=True, kw_only=True):
     algorithm: str = ""
     """``a=``, e.g. ``rsa-sha256`` or ``ed25519-sha256``."""
     covers_whole_body: bool = True
-    """False when ``l=`` leaves part of the body unsigned: such a signature vouches for nothing after it."""
+    """False when ``l=`` leaves part of the body unsigned.
+
+    Such a signature vouches for nothing after the signed part.
+    """
     detail: str = ""
 
 

@@ -32,7 +32,7 @@ class _Wire(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     """Base of every policy struct: immutable, camelCase on the wire, unknown keys refused."""
 
 
-class Match(_Wire):
+class Match(_Wire, frozen=True):
     """Which senders a rule covers, and what proof of identity it demands.
 
     Exactly one of ``address`` or ``domain``. ``domain="acme.com"`` matches that
@@ -50,7 +50,7 @@ class Match(_Wire):
     """Satisfied only by DMARC pass for the From domain."""
 
 
-class RateLimit(_Wire):
+class RateLimit(_Wire, frozen=True):
     """Messages accepted per sliding window, counted per sender rule."""
 
     per_minute: PositiveInt | None = None
@@ -58,14 +58,14 @@ class RateLimit(_Wire):
     per_day: PositiveInt | None = None
 
 
-class TokenBudget(_Wire):
+class TokenBudget(_Wire, frozen=True):
     """Estimated tokens the agent may spend: per thread (lifetime) and per day (sliding 24 h)."""
 
     per_thread: PositiveInt | None = None
     per_day: PositiveInt | None = None
 
 
-class SenderRule(_Wire):
+class SenderRule(_Wire, frozen=True):
     """One allowed sender (or domain) and what the agent may do for it."""
 
     match: Match
@@ -76,21 +76,21 @@ class SenderRule(_Wire):
     """What happens to a message that passes every check (``quarantine`` holds it for review)."""
 
 
-class ContentGuard(_Wire):
+class ContentGuard(_Wire, frozen=True):
     """A pattern that, found in what the agent would read, rejects the message."""
 
     reject: re.Pattern[str]
     reason: str = "content_guard_matched"
 
 
-class AuditLog(_Wire):
+class AuditLog(_Wire, frozen=True):
     """How long decisions are kept, and whether a body hash is recorded."""
 
     retention_days: PositiveInt = 90
     include_body_hash: bool = True
 
 
-class MailPolicy(_Wire):
+class MailPolicy(_Wire, frozen=True):
     """The whole policy document for one agent."""
 
     default_action: Action = "bounce"

@@ -75,6 +75,7 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_message(tmp_path: Path)
                                    "GROUP BY message_id").fetchall())
         report = verify_chain(con)
     for n in acked:
-        assert stored.get(f"<crash-{n}@example.net>") == 1, f"message {n} got 250 but is stored {stored.get(f'<crash-{n}@example.net>')} times"
+        copies = stored.get(f"<crash-{n}@example.net>")
+        assert copies == 1, f"message {n} got 250 but is stored {copies} times"
         assert decided.get(f"<crash-{n}@example.net>") == 1
     assert report.ok, report.detail

@@ -6,7 +6,8 @@ from appliance.gate import InMemoryLimits, evaluate, reasons
 from appliance.policy import ContentGuard, MailPolicy, Match, RateLimit, SenderRule, TokenBudget
 from tests.gate.facts import AGENT, auth, facts, mail
 
-GUARD = ContentGuard(reject=re.compile(r"ignore (previous|all) instructions", re.I), reason="prompt_injection_suspected")
+GUARD = ContentGuard(reject=re.compile(r"ignore (previous|all) instructions", re.I),
+                     reason="prompt_injection_suspected")
 
 
 def policy(**match: object) -> MailPolicy:
