@@ -208,4 +208,7 @@ def _semantic_problems(config: ApplianceConfig, source: str) -> list[Problem]:
         if agent.webhook_url is not None and not agent.webhook_url.startswith(("http://", "https://")):
             problems.append(Problem(source=source, path=f"agents[{i}].webhook_url",
                                     reason=f"expected an http(s) URL, got {agent.webhook_url!r}"))
+        if agent.webhook_url is not None and not agent.webhook_secret_env:
+            problems.append(Problem(source=source, path=f"agents[{i}].webhook_secret_env",
+                                    reason="a webhook_url needs webhook_secret_env (webhooks are always signed)"))
     return problems

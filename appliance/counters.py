@@ -11,8 +11,11 @@ __all__ = ["PersistentLimits"]
 
 import duckdb
 
+from appliance.database import Batch
 from appliance.gate.decision import LimitCharge
 from appliance.gate.limits import DAY, InMemoryLimits
+
+_COLUMNS = ("key", "ts", "tokens")
 
 
 class PersistentLimits(InMemoryLimits):
@@ -34,12 +37,13 @@ class PersistentLimits(InMemoryLimits):
         return limits
 
     @staticmethod
-    def write_charge(con: duckdb.DuckDBPyConnection, charge: LimitCharge, now: float) -> None:
-        """Persist ``charge`` inside the caller's transaction."""
-        rows = [(key, now, 0) for key in charge.rate_keys]
-        rows += [(key, now, charge.tokens) for key in charge.token_keys if charge.tokens]
-        if rows:
-            con.executemany("INSERT INTO limit_events (key, ts, tokens) VALUES (?, ?, ?)", rows)
+    def write_charge(batch: Batch, charge: LimitCharge, now: float) -> None:
+        """Persist ``charge`` in the writer's open batch."""
+        for key in charge.rate_keys:
+            batch.insert("limit_events", _COLUMNS, (key, now, 0))
+        for key in charge.token_keys:
+            if charge.tokens:
+                batch.insert("limit_events", _COLUMNS, (key, now, charge.tokens))
 
     @staticmethod
     def write_tokens(con: duckdb.DuckDBPyConnection, key: str, tokens: int, now: float) -> None:

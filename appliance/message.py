@@ -7,21 +7,47 @@ name is only ever a label, so ``"boss@acme.com" <evil@x.test>`` is from
 
 from __future__ import annotations
 
-__all__ = ["Mailbox", "ParsedMessage", "normalize_address", "parse_message", "thread_root"]
+__all__ = [
+    "POLICY",
+    "Mailbox",
+    "ParsedMessage",
+    "normalize_address",
+    "parse_message",
+    "sniff_message_id",
+    "thread_root",
+]
 
 import email.parser
 import email.policy
+import functools
 import hashlib
 import re
-from email.headerregistry import Address, AddressHeader
+from email.headerregistry import Address, AddressHeader, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 
 import msgspec
 
 from appliance.errors import MalformedMessage
 
-_PARSER = email.parser.BytesParser(policy=email.policy.default)
+
+class _MemoHeaders(HeaderRegistry):
+    """The standard header registry, memoized.
+
+    ``policy.default`` parses a header's value again on every access, and the
+    gate reads the same headers many times (and the same values recur across
+    messages). Header objects are immutable strings, so sharing them is safe.
+    """
+
+    @functools.lru_cache(maxsize=8192)  # noqa: B019 - one registry for the process; bounded
+    def __call__(self, name: str, value: str) -> BaseHeader:
+        return super().__call__(name, value)
+
+
+POLICY = email.policy.default.clone(header_factory=_MemoHeaders())
+"""The email policy every part of the appliance parses messages with."""
+_PARSER = email.parser.BytesParser(policy=POLICY)
 _MSGID = re.compile(r"<[^<>\s]+>")
+_ID_HEADERS = frozenset({"message-id", "in-reply-to", "references"})
 
 
 class Mailbox(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,14 +102,20 @@ def _parse(raw: bytes) -> ParsedMessage:
     sender_list = _mailboxes(froms[0], "From")
     if len(sender_list) != 1:
         raise MalformedMessage(f"From must hold exactly one mailbox, found {len(sender_list)}")
+    # Message ids are read raw: the header registry's id parser is slow and we only need <...> tokens.
+    raw_ids: dict[str, str] = {}
+    for name, value in msg.raw_items():
+        key = name.lower()
+        if key in _ID_HEADERS and key not in raw_ids:
+            raw_ids[key] = str(value)
     return ParsedMessage(
         sender=sender_list[0],
         to=_all_mailboxes(msg, "To"),
         cc=_all_mailboxes(msg, "Cc"),
         subject=_text_header(msg, "Subject"),
-        message_id=_first_msgid(_text_header(msg, "Message-ID")),
-        in_reply_to=_first_msgid(_text_header(msg, "In-Reply-To")),
-        references=_MSGID.findall(_text_header(msg, "References")),
+        message_id=_first_msgid(raw_ids.get("message-id", "")),
+        in_reply_to=_first_msgid(raw_ids.get("in-reply-to", "")),
+        references=_MSGID.findall(raw_ids.get("references", "")),
         email=msg,
     )
 
@@ -137,3 +169,13 @@ def _text_header(msg: EmailMessage, name: str) -> str:
 def _first_msgid(value: str) -> str | None:
     found = _MSGID.search(value)
     return found.group(0) if found else None
+
+
+_MSGID_HEADER = re.compile(rb"^message-id:[ \t]*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
+
+
+def sniff_message_id(raw: bytes) -> str | None:
+    """The Message-ID of a message too malformed to parse, read leniently for the audit row."""
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    found = _MSGID_HEADER.search(head)
+    return found.group(1).decode("ascii", "replace") if found else None

@@ -16,6 +16,7 @@ import duckdb
 import msgspec
 
 from appliance.audit import record_event
+from appliance.delivery.jobs import release_held
 from appliance.store import INBOX, QUARANTINE, MessageSummary, delete_message, get_message, list_messages, move_message
 
 
@@ -48,8 +49,7 @@ def release(con: duckdb.DuckDBPyConnection, email_id: str, *, by: str = "operato
     """Move a held message to the inbox and let its delivery go; False when it is not held."""
     if not move_message(con, email_id, from_mailbox=QUARANTINE, to_mailbox=INBOX):
         return False
-    con.execute("UPDATE deliveries SET status = 'pending', next_attempt_at = ? "
-                "WHERE email_id = ? AND status = 'held'", [time.time(), email_id])
+    release_held(con, email_id, time.time())
     agent = con.execute("SELECT agent FROM messages WHERE email_id = ?", [email_id]).fetchone()
     record_event(con, "quarantine.released", agent[0] if agent else None, f"{email_id} released by {by}")
     return True

@@ -26,6 +26,7 @@ from appliance.audit import apply_retention, record_event
 from appliance.config import ApplianceConfig
 from appliance.counters import PersistentLimits
 from appliance.database import Database, utc
+from appliance.delivery.dispatcher import Dispatcher, start_dispatcher
 from appliance.intake.reception import Reception
 from appliance.mailauth import DnsResolver, OfflineResolver
 from appliance.policy.book import PolicyBook, PolicyChange
@@ -55,6 +56,7 @@ class Runtime:
         self.admin_token = ""
         self.agent_keys: dict[str, str] = {}
         """API key -> agent address."""
+        self.dispatcher: Dispatcher | None = None
 
     @property
     def db_path(self) -> Path:
@@ -81,8 +83,11 @@ class Runtime:
         if config.mode == "sandbox":
             from appliance.intake.smtp import start_smtp_server
 
-            self.smtp_server = await start_smtp_server(config.smtp, self.reception, hostname=config.hostname)
+            self.smtp_server = await start_smtp_server(config.smtp, self.reception, hostname=config.hostname,
+                                                       on_received=lambda _: self.wake_dispatcher())
             self._stop_hooks.append(self.smtp_server.stop)
+        self.dispatcher = await start_dispatcher(self.db, config)
+        self._stop_hooks.append(self.dispatcher.stop)
         self.smtp_ready = True
         self.started = True
         log.info("appliance started (%s mode, %d agent(s))", config.mode, len(config.agents))
@@ -102,9 +107,13 @@ class Runtime:
 
     def wake_dispatcher(self) -> None:
         """Tell the delivery dispatcher new jobs are committed (no-op until it runs)."""
-        wake = getattr(self, "dispatcher_wake", None)
-        if wake is not None:
-            wake()
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+
+    def begin_shutdown(self) -> None:
+        """Shutdown begins (before the server drains connections): end the event streams."""
+        if self.dispatcher is not None:
+            self.dispatcher.close_streams()
 
     async def _close_db(self) -> None:
         await asyncio.to_thread(self.db.close)

@@ -15,6 +15,7 @@ __all__ = [
     "delete_message",
     "get_message",
     "list_messages",
+    "may_join_thread",
     "move_message",
     "resolve_thread",
     "save_message",
@@ -27,6 +28,7 @@ from datetime import datetime, timedelta
 import duckdb
 import msgspec
 
+from appliance.database import Batch
 from appliance.message import ParsedMessage, thread_root
 
 INBOX = "inbox"
@@ -73,6 +75,11 @@ def subject_key(subject: str) -> str:
     return " ".join(_REPLY_PREFIX.sub("", subject).split()).lower()
 
 
+def may_join_thread(parsed: ParsedMessage) -> bool:
+    """Whether the message could continue a stored thread (else it starts its own: no lookup)."""
+    return bool(parsed.references or parsed.in_reply_to or _REPLY_PREFIX.match(parsed.subject))
+
+
 def resolve_thread(con: duckdb.DuckDBPyConnection, agent: str, parsed: ParsedMessage, now: datetime) -> str:
     """The thread a new message joins: by References/In-Reply-To, then by normalized subject.
 
@@ -97,13 +104,15 @@ def resolve_thread(con: duckdb.DuckDBPyConnection, agent: str, parsed: ParsedMes
     return thread_root(parsed)
 
 
-def save_message(con: duckdb.DuckDBPyConnection, msg: StoredMessage) -> None:
-    """Insert ``msg`` inside the caller's transaction."""
-    con.execute(
-        "INSERT INTO messages (email_id, agent, mailbox, thread_id, message_id, subject, subject_key, sender, "
-        "received_at, decision_id, keywords, size, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [msg.email_id, msg.agent, msg.mailbox, msg.thread_id, msg.message_id, msg.subject,
-         subject_key(msg.subject), msg.sender, msg.received_at, msg.decision_id, msg.keywords, msg.size, msg.raw])
+_MESSAGE_COLUMNS = ("email_id", "agent", "mailbox", "thread_id", "message_id", "subject", "subject_key", "sender",
+                    "received_at", "decision_id", "keywords", "size", "raw")
+
+
+def save_message(batch: Batch, msg: StoredMessage) -> None:
+    """Insert ``msg`` in the writer's open batch."""
+    batch.insert("messages", _MESSAGE_COLUMNS, (
+        msg.email_id, msg.agent, msg.mailbox, msg.thread_id, msg.message_id, msg.subject, subject_key(msg.subject),
+        msg.sender, msg.received_at, msg.decision_id, msg.keywords, msg.size, msg.raw))
 
 
 _SUMMARY = "email_id, agent, mailbox, thread_id, message_id, subject, sender, received_at, decision_id, size"

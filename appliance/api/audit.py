@@ -7,7 +7,6 @@ __all__ = ["AuditController"]
 from datetime import UTC, datetime
 from pathlib import Path
 
-import msgspec
 from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.exceptions import ClientException
@@ -15,23 +14,18 @@ from litestar.params import FromQuery, JSONBody
 
 from appliance.api.auth import admin_guard
 from appliance.audit import VerifyReport, verify_chain
-from appliance.audit.query import AuditFilter, QueryResult, decisions_page, export_parquet, readonly_sql
+from appliance.audit.query import (
+    AuditFilter,
+    ExportRequest,
+    ExportResult,
+    QueryResult,
+    SqlRequest,
+    decisions_page,
+    export_parquet,
+    readonly_sql,
+)
 from appliance.errors import InputError
 from appliance.runtime import Runtime
-
-
-class SqlRequest(msgspec.Struct, frozen=True, kw_only=True):
-    sql: str
-
-
-class ExportRequest(msgspec.Struct, frozen=True, kw_only=True):
-    out: str
-    """Path on the appliance's machine to write the Parquet file to."""
-
-
-class ExportResult(msgspec.Struct, frozen=True, kw_only=True):
-    out: str
-    rows: int
 
 
 class AuditController(Controller):

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 import duckdb
 import msgspec
 
-from appliance.database import utc
+from appliance.database import Batch, utc
 
 GENESIS = "0" * 64
 """The previous hash of an agent's first row."""
@@ -58,8 +58,8 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _COLUMNS = tuple(DecisionRecord.__struct_fields__)
-_INSERT = (f"INSERT INTO decisions (seq, {', '.join(_COLUMNS)}, prev_hash, row_hash) "
-           f"VALUES (?, {', '.join('?' for _ in _COLUMNS)}, ?, ?)")
+_ROW = ("seq", *_COLUMNS, "prev_hash", "row_hash")
+_MEMO = "audit.chain"
 
 
 def row_hash(prev_hash: str, values: tuple[object, ...]) -> str:
@@ -68,18 +68,40 @@ def row_hash(prev_hash: str, values: tuple[object, ...]) -> str:
     return hashlib.sha256(prev_hash.encode() + b"\n" + msgspec.json.encode(canonical)).hexdigest()
 
 
-def append_decision(con: duckdb.DuckDBPyConnection, record: DecisionRecord) -> int:
-    """Append ``record`` to its agent's chain inside the caller's transaction; return its seq."""
-    head = con.execute("SELECT hash FROM chain_head WHERE agent = ?", [record.agent]).fetchone()
-    prev = head[0] if head else GENESIS
+class _Heads:
+    """The writer's view of every chain's head (kept across batches, dropped on rollback)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.hashes = dict(con.execute("SELECT agent, hash FROM chain_head").fetchall())
+        top = con.execute("SELECT max(seq) FROM (SELECT seq FROM decisions UNION ALL "
+                          "SELECT through_seq FROM audit_checkpoints UNION ALL SELECT seq FROM chain_head)").fetchone()
+        self.next_seq = int(top[0]) + 1 if top and top[0] is not None else 1
+        self.moved: dict[str, int] = {}
+
+    def save(self, batch: Batch) -> None:
+        """Write the heads that moved in this batch (once per agent, not once per row)."""
+        if self.moved:
+            batch.con.execute(f"DELETE FROM chain_head WHERE agent IN ({', '.join('?' for _ in self.moved)})",
+                              list(self.moved))
+        for agent, seq in self.moved.items():
+            batch.insert("chain_head", ("agent", "seq", "hash"), (agent, seq, self.hashes[agent]))
+        self.moved = {}
+
+
+def append_decision(batch: Batch, record: DecisionRecord) -> int:
+    """Append ``record`` to its agent's chain in the writer's open batch; return its seq."""
+    heads: _Heads | None = batch.memo.get(_MEMO)
+    if heads is None:
+        heads = batch.memo[_MEMO] = _Heads(batch.con)
+    prev = heads.hashes.get(record.agent, GENESIS)
     values = tuple(getattr(record, c) for c in _COLUMNS)
     digest = row_hash(prev, values)
-    seq_row = con.execute("SELECT nextval('decision_seq')").fetchone()
-    assert seq_row is not None
-    seq = int(seq_row[0])
-    con.execute(_INSERT, [seq, *values, prev, digest])
-    con.execute("INSERT OR REPLACE INTO chain_head (agent, seq, hash) VALUES (?, ?, ?)",
-                [record.agent, seq, digest])
+    seq = heads.next_seq
+    heads.next_seq += 1
+    batch.insert("decisions", _ROW, (seq, *values, prev, digest))
+    heads.hashes[record.agent] = digest
+    heads.moved[record.agent] = seq
+    batch.before_commit(_MEMO, heads.save)
     return seq
 
 

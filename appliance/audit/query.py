@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["AuditFilter", "QueryResult", "decisions_page", "export_parquet", "format_result", "readonly_sql"]
+__all__ = [
+    "AuditFilter",
+    "ExportRequest",
+    "ExportResult",
+    "QueryResult",
+    "SqlRequest",
+    "decisions_page",
+    "export_parquet",
+    "format_result",
+    "readonly_sql",
+]
 
 import csv
 import io
@@ -75,6 +85,24 @@ def format_result(result: QueryResult, fmt: Format) -> str:
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     lines.append(f"({len(cells)} row{'s' if len(cells) != 1 else ''})")
     return "\n".join(line.rstrip() for line in lines)
+
+
+class SqlRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Body of ``POST /api/v1/audit/sql``."""
+
+    sql: str
+
+
+class ExportRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Body of ``POST /api/v1/audit/export``."""
+
+    out: str
+    """Path on the appliance's machine to write the Parquet file to."""
+
+
+class ExportResult(msgspec.Struct, frozen=True, kw_only=True):
+    out: str
+    rows: int
 
 
 class AuditFilter(msgspec.Struct, frozen=True, kw_only=True):

@@ -8,7 +8,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from appliance.cli import audit as audit_cmd
+from appliance.cli import deliveries as deliveries_cmd
 from appliance.cli import policy as policy_cmd
+from appliance.cli import quarantine as quarantine_cmd
 from appliance.cli import run as run_cmd
 from appliance.errors import InputError
 
@@ -16,8 +19,11 @@ from appliance.errors import InputError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description=__doc__)
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
-    policy_cmd.register(groups)
     run_cmd.register(groups)
+    policy_cmd.register(groups)
+    audit_cmd.register(groups)
+    quarantine_cmd.register(groups)
+    deliveries_cmd.register(groups)
     return parser
 
 

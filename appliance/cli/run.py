@@ -8,10 +8,13 @@ import contextlib
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.config import load_config, parse_hostport
 from appliance.policy import load_policy
+
+if TYPE_CHECKING:
+    from appliance.runtime import Runtime
 
 
 def register(groups: Any) -> None:
@@ -41,15 +44,17 @@ def run_appliance(args: argparse.Namespace) -> int:
 
     from appliance.app import create_app
     from appliance.logs import configure_logging
+    from appliance.runtime import Runtime
 
     config = load_config(args.config)
     for agent in config.agents:  # refuse to start on a bad policy, with the same messages as `policy check`
         load_policy(config.path(agent.policy))
     configure_logging(args.log_level)
     host, port = parse_hostport(config.http.listen, field="http.listen")
-    server = _server_class()(uvicorn.Config(create_app(config), host=host, port=port, log_config=None,
-                                    lifespan="on", timeout_graceful_shutdown=30))
-    asyncio.run(_serve(server))
+    runtime = Runtime(config)
+    server = _server_class()(uvicorn.Config(create_app(config, runtime), host=host, port=port, log_config=None,
+                                            lifespan="on", timeout_graceful_shutdown=30))
+    asyncio.run(_serve(server, runtime))
     return 0 if server.started else 1
 
 
@@ -66,8 +71,13 @@ def _server_class() -> type:
     return Server
 
 
-async def _serve(server: Any) -> None:
+async def _serve(server: Any, runtime: Runtime) -> None:
     loop = asyncio.get_running_loop()
+
+    def stop(sig: int) -> None:
+        runtime.begin_shutdown()  # end event streams first: uvicorn waits for open connections
+        server.handle_exit(sig, None)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.handle_exit, sig, None)
+        loop.add_signal_handler(sig, stop, sig)
     await server.serve()

@@ -1,8 +1,26 @@
-"""Delivery jobs: written with the message, in the same transaction (same durability)."""
+"""Delivery jobs: written with the message, in the same transaction (same durability).
+
+A row of ``deliveries`` is one event for one agent. Its ``status``:
+
+- ``pending``: to be sent to the agent's webhook (and readable on the event stream);
+  an attempt in flight stays ``pending`` until its 2xx is recorded, so a crash
+  means the same delivery id is simply sent again;
+- ``delivered``: the webhook answered 2xx;
+- ``dead``: the retry schedule ran out (``appliance deliveries replay`` sends it again);
+- ``failed``: the endpoint answered 410 and was disabled (replayable too);
+- ``stream``: for the event stream only: ``delivery.failed`` and ``endpoint.disabled``, and
+  every event of an agent without a webhook (the dispatcher relabels its ``pending`` jobs);
+- ``held``: a quarantined message's ``message.received``, released with the message;
+- ``discarded``: a held job whose message was deleted.
+
+``seq`` orders the event stream: it is drawn when the job becomes visible
+(written, or released from ``held``), in the single writer's commit order, so
+a reader resuming after the last ``seq`` it saw misses nothing.
+"""
 
 from __future__ import annotations
 
-__all__ = ["enqueue", "new_delivery_id"]
+__all__ = ["HIDDEN_STATUSES", "enqueue", "new_delivery_id", "release_held"]
 
 import os
 import time
@@ -10,10 +28,11 @@ import time
 import duckdb
 import msgspec
 
-from appliance.database import utc
-from appliance.delivery.payload import MessageData, QuarantineData
+from appliance.database import Batch, NextVal, utc
+from appliance.delivery.payload import EventData
 
-EventData = MessageData | QuarantineData
+HIDDEN_STATUSES = ("held", "discarded")
+"""Jobs the agent must not see (on the webhook or the stream)."""
 
 
 def new_delivery_id() -> str:
@@ -21,13 +40,25 @@ def new_delivery_id() -> str:
     return f"msg_{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
 
 
-def enqueue(con: duckdb.DuckDBPyConnection, *, agent: str, event_type: str, data: EventData,
-            email_id: str | None, decision_id: str | None, now: float) -> str:
-    """Queue one event for an agent inside the caller's transaction; return its delivery id."""
+_COLUMNS = ("delivery_id", "seq", "agent", "event_type", "email_id", "decision_id", "created_at", "status",
+            "attempts", "next_attempt_at", "payload")
+
+
+def enqueue(tx: Batch | duckdb.DuckDBPyConnection, *, agent: str, event_type: str, data: EventData,
+            email_id: str | None, decision_id: str | None, now: float, status: str = "pending") -> str:
+    """Queue one event for an agent inside the caller's transaction (or open batch); return its delivery id."""
     delivery_id = new_delivery_id()
-    con.execute(
-        "INSERT INTO deliveries (delivery_id, seq, agent, event_type, email_id, decision_id, created_at, status, "
-        "attempts, next_attempt_at, payload) VALUES (?, nextval('delivery_seq'), ?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
-        [delivery_id, agent, event_type, email_id, decision_id, utc(now), now,
-         msgspec.json.encode(data).decode()])
+    batch = tx if isinstance(tx, Batch) else Batch(tx, {})
+    batch.insert("deliveries", _COLUMNS, (delivery_id, NextVal("delivery_seq"), agent, event_type, email_id,
+                                          decision_id, utc(now), status, 0, now, msgspec.json.encode(data).decode()))
+    if tx is not batch:
+        batch.flush()
     return delivery_id
+
+
+def release_held(con: duckdb.DuckDBPyConnection, email_id: str, now: float) -> int:
+    """Let a released message's held jobs go (with a fresh ``seq``, so stream readers see them); return how many."""
+    rows = con.execute(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, seq = nextval('delivery_seq') "
+        "WHERE email_id = ? AND status = 'held' RETURNING delivery_id", [now, email_id]).fetchall()
+    return len(rows)

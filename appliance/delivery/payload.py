@@ -1,78 +1,88 @@
-"""What an agent receives: the webhook / event-stream payloads (a contract: camelCase keys)."""
+"""What an agent receives: the webhook / event-stream payloads (a contract: camelCase keys).
+
+The wire types are the SDK's (``appliance.sdk``), so the appliance and its
+agents cannot drift apart; this module builds them from a decision.
+"""
 
 from __future__ import annotations
 
-__all__ = ["AttachmentInfo", "MessageData", "QuarantineData", "message_data"]
+__all__ = [
+    "EVENT_TYPES",
+    "AttachmentInfo",
+    "DeliveryFailedData",
+    "EndpointDisabledData",
+    "EventData",
+    "MessageData",
+    "QuarantineData",
+    "encode_event",
+    "message_data",
+    "quarantine_data",
+]
 
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import msgspec
 
-from appliance.gate.decision import AuthSummary, Decision
+from appliance.gate.decision import Decision
 from appliance.guards import ReadableText
 from appliance.message import ParsedMessage
+from appliance.sdk import (
+    Attachment,
+    Auth,
+    DeliveryFailed,
+    DeliveryFailedData,
+    EndpointDisabled,
+    EndpointDisabledData,
+    MessageData,
+    MessageQuarantined,
+    MessageReceived,
+    QuarantineData,
+)
+
+AttachmentInfo = Attachment
+
+EventData = MessageData | QuarantineData | DeliveryFailedData | EndpointDisabledData
+
+_Envelope = MessageReceived | MessageQuarantined | DeliveryFailed | EndpointDisabled
+EVENT_TYPES: dict[str, type[_Envelope]] = {
+    "message.received": MessageReceived,
+    "message.quarantined": MessageQuarantined,
+    "delivery.failed": DeliveryFailed,
+    "endpoint.disabled": EndpointDisabled,
+}
+"""Event type -> its envelope Struct (whose ``data`` field is the row's payload)."""
+
+_DATA_TYPES: dict[str, type[EventData]] = {
+    "message.received": MessageData,
+    "message.quarantined": QuarantineData,
+    "delivery.failed": DeliveryFailedData,
+    "endpoint.disabled": EndpointDisabledData,
+}
 
 
-class AttachmentInfo(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """An attachment's metadata; the bytes are fetched from ``download_path`` with the agent's key."""
+def encode_event(event_type: str, created_at: datetime, payload: str | bytes,
+                 capability_token: Callable[[MessageData], str] | None = None) -> bytes:
+    """The body sent for a delivery row: ``{"type", "timestamp", "data"}``.
 
-    index: int
-    filename: str | None
-    content_type: str
-    size: int
-    download_path: str
-
-
-class MessageData(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """``data`` of a ``message.received`` event."""
-
-    agent: str
-    decision_id: str
-    email_id: str
-    thread_id: str
-    message_id: str | None
-    sender: str = msgspec.field(name="from")
-    to: list[str]
-    cc: list[str]
-    subject: str
-    received_at: str
-    text: str
-    """What the agent should read: the text/plain body, or the HTML body reduced to text."""
-    text_truncated: bool
-    html: str | None
-    html_truncated: bool
-    body_path: str
-    """Where the whole message can be fetched (when a body was cut, or for the raw bytes)."""
-    attachments: list[AttachmentInfo]
-    auth: AuthSummary
-    capabilities: list[str]
-    budget: int | None
-    """Tokens left in the tightest budget of the sender's rule; null when none applies."""
-    capability_token: str = ""
-    """Filled in at send time: it is short-lived."""
-
-
-class QuarantineData(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """``data`` of a ``message.quarantined`` event: metadata only, never content."""
-
-    agent: str
-    decision_id: str
-    email_id: str
-    sender: str = msgspec.field(name="from")
-    subject: str
-    received_at: str
-    reason: str | None
+    ``capability_token`` makes the token of a ``message.received`` (issued at send time).
+    """
+    envelope_type = EVENT_TYPES[event_type]
+    data = msgspec.json.decode(payload, type=_DATA_TYPES[event_type])
+    if capability_token is not None and isinstance(data, MessageData):
+        data = msgspec.structs.replace(data, capability_token=capability_token(data))
+    return msgspec.json.encode(envelope_type(timestamp=_aware(created_at), data=data))  # type: ignore[arg-type]
 
 
 def message_data(decision: Decision, parsed: ParsedMessage, readable: ReadableText, *, email_id: str,
                  received_at: datetime, max_body_chars: int) -> MessageData:
-    """Build the ``message.received`` data for a stored message."""
+    """Build the ``message.received`` data for a stored message (``received_at`` naive UTC or aware)."""
     text = readable.agent_text
     html = readable.html
     attachments = []
     for index, part in enumerate(parsed.email.iter_attachments()):
         payload = part.get_payload(decode=True)
-        attachments.append(AttachmentInfo(
+        attachments.append(Attachment(
             index=index,
             filename=part.get_filename(),
             content_type=part.get_content_type(),
@@ -89,14 +99,27 @@ def message_data(decision: Decision, parsed: ParsedMessage, readable: ReadableTe
         to=[m.address for m in parsed.to],
         cc=[m.address for m in parsed.cc],
         subject=parsed.subject,
-        received_at=received_at.isoformat() + "Z",
+        received_at=_aware(received_at),
         text=text[:max_body_chars],
         text_truncated=len(text) > max_body_chars,
         html=html[:max_body_chars] if html is not None else None,
         html_truncated=html is not None and len(html) > max_body_chars,
-        body_path=f"/api/v1/messages/{email_id}/raw",
+        body_path=f"/api/v1/messages/{email_id}/body",
+        raw_path=f"/api/v1/messages/{email_id}/raw",
         attachments=attachments,
-        auth=decision.auth,
-        capabilities=decision.capabilities,
+        auth=Auth(spf=decision.auth.spf, dkim=decision.auth.dkim, dmarc=decision.auth.dmarc),
+        capabilities=list(decision.capabilities),
         budget=decision.budget_remaining,
     )
+
+
+def quarantine_data(*, agent: str, decision_id: str, email_id: str, sender: str, received_at: datetime,
+                    reason: str | None) -> QuarantineData:
+    """The ``message.quarantined`` notice: that a message was held and why, never its content."""
+    return QuarantineData(agent=agent, decision_id=decision_id, email_id=email_id, sender=sender,
+                          received_at=_aware(received_at), reason=reason)
+
+
+def _aware(moment: datetime) -> datetime:
+    """Database timestamps are naive UTC; on the wire they carry their zone."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -535,8 +535,9 @@ def _leaf(part: Message, index: int, prefix: str, top: bool, out: _Collector) ->
     disposition = _safe_str(part.get_content_disposition)
     filename = _safe_str(part.get_filename)
     if filename is not None:
-        filename = _label(decode_words(_unsurrogate(filename)))
-        out.add(f"{prefix}attachment[{index}] filename", filename)
+        full = _squash(decode_words(_unsurrogate(filename)))
+        out.add(f"{prefix}attachment[{index}] filename", full)
+        filename = _label(full)
     maintype, _, subtype = ctype.partition("/")
     # A container the parser could not split (no boundary, say) is still text to some readers.
     unparsed = maintype in ("multipart", "message")

@@ -14,21 +14,20 @@ import hashlib
 import logging
 import time
 
-import duckdb
 import msgspec
 
 from appliance.audit import DecisionRecord, append_decision
 from appliance.counters import PersistentLimits
-from appliance.database import Database, utc
+from appliance.database import Batch, Database, utc
 from appliance.delivery.jobs import enqueue
-from appliance.delivery.payload import QuarantineData, message_data
+from appliance.delivery.payload import EventData, message_data, quarantine_data
 from appliance.errors import MalformedMessage
 from appliance.gate import Decision, Envelope, evaluate, gather
 from appliance.mailauth import Resolver
-from appliance.message import ParsedMessage, parse_message
+from appliance.message import ParsedMessage, parse_message, sniff_message_id
 from appliance.policy import MailPolicy
 from appliance.policy.book import PolicyBook
-from appliance.store import INBOX, QUARANTINE, StoredMessage, resolve_thread, save_message
+from appliance.store import INBOX, QUARANTINE, StoredMessage, may_join_thread, resolve_thread, save_message
 
 log = logging.getLogger("appliance.intake")
 
@@ -67,7 +66,7 @@ class Reception:
             raise KeyError(f"{agent} is not an agent of this appliance")
         parsed = _try_parse(raw)
         thread_id = None
-        if parsed is not None:
+        if parsed is not None and may_join_thread(parsed):
             thread_id = await self.db.read(lambda con: resolve_thread(con, agent, parsed, utc(now)))
         facts = await gather(envelope, raw, agent=agent, resolver=self.resolver, now=now,
                              max_size=self.max_message_size, parsed=parsed, thread_id=thread_id)
@@ -80,25 +79,32 @@ class Reception:
         record = _record(decision, envelope, parsed, raw, policy, intake=intake, now=now, latency_ms=latency_ms)
         stored = self._stored_copy(decision, parsed, raw, now)
 
-        def commit(con: duckdb.DuckDBPyConnection) -> str | None:
-            append_decision(con, record)
-            if decision.charge is not None:
-                PersistentLimits.write_charge(con, decision.charge, now)
-            if stored is None or parsed is None or readable is None:
-                return None
-            save_message(con, stored)
-            if stored.mailbox == INBOX:
-                data = message_data(decision, parsed, readable, email_id=stored.email_id,
-                                    received_at=stored.received_at, max_body_chars=self.max_body_chars)
-                return enqueue(con, agent=agent, event_type="message.received", data=data,
-                               email_id=stored.email_id, decision_id=decision.decision_id, now=now)
-            notice = QuarantineData(agent=agent, decision_id=decision.decision_id, email_id=stored.email_id,
-                                    sender=stored.sender, subject=stored.subject,
-                                    received_at=stored.received_at.isoformat() + "Z", reason=decision.reason)
-            return enqueue(con, agent=agent, event_type="message.quarantined", data=notice,
-                           email_id=stored.email_id, decision_id=decision.decision_id, now=now)
+        # Payloads are built here, not in the writer thread, which must only write.
+        jobs: list[tuple[str, EventData, str]] = []
+        if stored is not None and parsed is not None and readable is not None:
+            held = stored.mailbox != INBOX  # a quarantined message's job waits for its release
+            jobs.append(("message.received", message_data(
+                decision, parsed, readable, email_id=stored.email_id, received_at=stored.received_at,
+                max_body_chars=self.max_body_chars), "held" if held else "pending"))
+            if held:
+                jobs.append(("message.quarantined", quarantine_data(
+                    agent=agent, decision_id=decision.decision_id, email_id=stored.email_id, sender=stored.sender,
+                    received_at=stored.received_at, reason=decision.reason), "pending"))
 
-        delivery_id = await self.db.write(commit)
+        def commit(batch: Batch) -> str | None:
+            append_decision(batch, record)
+            if decision.charge is not None:
+                PersistentLimits.write_charge(batch, decision.charge, now)
+            if stored is not None:
+                save_message(batch, stored)
+            visible = None
+            for event_type, data, status in jobs:
+                delivery_id = enqueue(batch, agent=agent, event_type=event_type, data=data, email_id=stored.email_id
+                                      if stored else None, decision_id=decision.decision_id, now=now, status=status)
+                visible = delivery_id if status == "pending" else visible
+            return visible
+
+        delivery_id = await self.db.write_batch(commit)
         return Received(decision=decision, email_id=stored.email_id if stored else None, delivery_id=delivery_id)
 
     def _stored_copy(self, decision: Decision, parsed: ParsedMessage | None, raw: bytes,
@@ -156,7 +162,7 @@ def _record(decision: Decision, envelope: Envelope, parsed: ParsedMessage | None
         mail_from=envelope.mail_from,
         rcpt_to=list(envelope.rcpt_to),
         header_from=decision.sender,
-        message_id=parsed.message_id if parsed else None,
+        message_id=parsed.message_id if parsed else sniff_message_id(raw),
         subject=parsed.subject if parsed else None,
         thread_id=decision.thread_id,
         spf=decision.auth.spf,

@@ -17,6 +17,8 @@ import ipaddress
 import re
 import time
 import warnings
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -52,8 +54,41 @@ def _valid_domain(domain: str) -> bool:
             and all(_LABEL.fullmatch(label) for label in labels))
 
 
+RESULT_TTL = 60.0
+"""Seconds a definite SPF result is reused for the same (client IP, sender, HELO), per resolver.
+
+pyspf runs in a worker thread with each lookup bridged back to the event loop;
+a busy sender's repeat messages skip all of that. Short, so a changed record
+is seen within a minute; temporary errors are never reused.
+"""
+_RESULT_CACHE_SIZE = 10_000
+_results: weakref.WeakKeyDictionary[Resolver, OrderedDict[tuple[str, str, str], tuple[float, SpfResult]]] = (
+    weakref.WeakKeyDictionary())
+
+
 async def check_spf(client_ip: str, helo: str, mail_from: str, resolver: Resolver) -> SpfResult:
     """check_host() for the MAIL FROM identity, or HELO's when MAIL FROM is null (RFC 7208 2.4)."""
+    try:
+        cache = _results[resolver]
+    except KeyError:
+        cache = _results[resolver] = OrderedDict()
+    except TypeError:  # a resolver that cannot be weakly referenced: no reuse
+        cache = OrderedDict()
+    key = (client_ip, mail_from.lower(), helo.lower())
+    hit = cache.get(key)
+    now = time.monotonic()
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    found = await _check_spf(client_ip, helo, mail_from, resolver)
+    if found.result != "temperror":
+        cache[key] = (now + RESULT_TTL, found)
+        cache.move_to_end(key)
+        while len(cache) > _RESULT_CACHE_SIZE:
+            cache.popitem(last=False)
+    return found
+
+
+async def _check_spf(client_ip: str, helo: str, mail_from: str, resolver: Resolver) -> SpfResult:
     sender = mail_from.strip().removeprefix("<").removesuffix(">").strip()
     identity: Literal["mailfrom", "helo"]
     if sender:

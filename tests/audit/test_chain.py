@@ -25,14 +25,14 @@ def db(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_untouched_chains_verify(db: Database) -> None:
     for i in range(10):
-        db.write_sync(lambda con, i=i: append_decision(con, record(i, agent=f"a{i % 2}@example.test")))
+        db.write_batch_sync(lambda b, i=i: append_decision(b, record(i, agent=f"a{i % 2}@example.test")))
     report = db.read_sync(verify_chain)
     assert report.ok and report.rows == 10 and report.agents == 2
 
 
 def test_edited_row_is_named(db: Database) -> None:
     for i in range(5):
-        db.write_sync(lambda con, i=i: append_decision(con, record(i)))
+        db.write_batch_sync(lambda b, i=i: append_decision(b, record(i)))
     db.write_sync(lambda con: con.execute("UPDATE decisions SET action = 'bounce' WHERE decision_id = 'd0002'"))
     report = db.read_sync(verify_chain)
     assert not report.ok
@@ -41,7 +41,7 @@ def test_edited_row_is_named(db: Database) -> None:
 
 def test_deleted_row_breaks_the_next_link(db: Database) -> None:
     for i in range(5):
-        db.write_sync(lambda con, i=i: append_decision(con, record(i)))
+        db.write_batch_sync(lambda b, i=i: append_decision(b, record(i)))
     db.write_sync(lambda con: con.execute("DELETE FROM decisions WHERE decision_id = 'd0001'"))
     report = db.read_sync(verify_chain)
     assert not report.ok and report.broken_decision_id == "d0002"
@@ -49,14 +49,14 @@ def test_deleted_row_breaks_the_next_link(db: Database) -> None:
 
 def test_deleted_last_row_is_caught_by_the_chain_head(db: Database) -> None:
     for i in range(3):
-        db.write_sync(lambda con, i=i: append_decision(con, record(i)))
+        db.write_batch_sync(lambda b, i=i: append_decision(b, record(i)))
     db.write_sync(lambda con: con.execute("DELETE FROM decisions WHERE decision_id = 'd0002'"))
     assert not db.read_sync(verify_chain).ok
 
 
 def test_retention_removes_whole_old_days_and_chain_still_verifies(db: Database) -> None:
     for i, age in enumerate([40, 35, 31, 5, 1, 0]):
-        db.write_sync(lambda con, i=i, age=age: append_decision(con, record(i, days_ago=age)))
+        db.write_batch_sync(lambda b, i=i, age=age: append_decision(b, record(i, days_ago=age)))
     removed = db.write_sync(lambda con: apply_retention(con, "agent@example.test", 30, utc()))
     assert removed == 3
     report = db.read_sync(verify_chain)
@@ -68,7 +68,7 @@ def test_group_commit_batches_concurrent_writes(db: Database) -> None:
     import asyncio
 
     async def many() -> None:
-        await asyncio.gather(*(db.write(lambda con, i=i: append_decision(con, record(i))) for i in range(200)))
+        await asyncio.gather(*(db.write_batch(lambda b, i=i: append_decision(b, record(i))) for i in range(200)))
 
     asyncio.run(many())
     assert db.read_sync(verify_chain).ok
@@ -83,8 +83,8 @@ def test_failing_job_does_not_fail_its_batch_neighbours(db: Database) -> None:
 
     async def mixed() -> list[object]:
         return await asyncio.gather(
-            db.write(lambda con: append_decision(con, record(1))), db.write(bad),
-            db.write(lambda con: append_decision(con, record(2))), return_exceptions=True)
+            db.write_batch(lambda b: append_decision(b, record(1))), db.write(bad),
+            db.write_batch(lambda b: append_decision(b, record(2))), return_exceptions=True)
 
     results = asyncio.run(mixed())
     assert isinstance(results[1], Exception)

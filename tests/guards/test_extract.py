@@ -265,7 +265,7 @@ def test_odd_messages_do_not_raise() -> None:
         b"Content-Disposition: attachment; filename*=bogus''%FF%FE\n\nx\n",
     ]
     for raw in samples:
-        r = extract_readable(_PARSER.parsebytes(raw))  # type: ignore[arg-type]
+        r = extract_readable(_PARSER.parsebytes(raw))
         assert isinstance(r, ReadableText)
 
 

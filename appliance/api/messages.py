@@ -1,0 +1,85 @@
+"""An agent fetches what its events point at: the whole body, the raw message, an attachment.
+
+Agent key required; an agent sees only its own messages, and only once they
+were let through (a quarantined message is not the agent's to read).
+"""
+
+from __future__ import annotations
+
+__all__ = ["MessageBody", "MessageController"]
+
+import email.policy
+import re
+from email.message import EmailMessage
+from email.parser import BytesParser
+
+import msgspec
+from litestar import Controller, Request, get
+from litestar.datastructures import State
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
+from litestar.response import Response
+
+from appliance.api.auth import require_agent
+from appliance.guards import extract_readable
+from appliance.runtime import Runtime
+from appliance.store import INBOX, StoredMessage, get_message
+
+_SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+class MessageBody(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """The whole readable body, never cut (the event's ``text`` and ``html`` may be)."""
+
+    email_id: str
+    text: str
+    html: str | None
+
+
+async def _own(request: Request, state: State, email_id: str) -> StoredMessage:  # type: ignore[type-arg]
+    agent = require_agent(request)
+    runtime: Runtime = state.runtime
+    stored = await runtime.db.read(lambda con: get_message(con, email_id))
+    if stored is None or stored.agent != agent or stored.mailbox != INBOX:
+        raise NotFoundException(f"no message {email_id}")
+    return stored
+
+
+def _parse(raw: bytes) -> EmailMessage:
+    msg = BytesParser(policy=email.policy.default).parsebytes(raw)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+class MessageController(Controller):
+    path = "/api/v1/messages"
+
+    @get("/{email_id:str}/raw", media_type="message/rfc822")
+    async def raw(self, request: Request, state: State, email_id: FromPath[str]) -> Response[bytes]:  # type: ignore[type-arg]
+        """The message as stored: the appliance's Authentication-Results and decision headers, then the original."""
+        stored = await _own(request, state, email_id)
+        return Response(stored.raw, media_type="message/rfc822",
+                        headers={"x-content-type-options": "nosniff"})
+
+    @get("/{email_id:str}/body")
+    async def body(self, request: Request, state: State, email_id: FromPath[str]) -> MessageBody:  # type: ignore[type-arg]
+        stored = await _own(request, state, email_id)
+        readable = extract_readable(_parse(stored.raw))
+        return MessageBody(email_id=email_id, text=readable.agent_text, html=readable.html)
+
+    @get("/{email_id:str}/attachments/{index:int}")
+    async def attachment(self, request: Request, state: State, email_id: FromPath[str],  # type: ignore[type-arg]
+                         index: FromPath[int]) -> Response[bytes]:
+        """The bytes of attachment ``index`` (as numbered in the event's ``attachments``)."""
+        stored = await _own(request, state, email_id)
+        parts = list(_parse(stored.raw).iter_attachments())
+        if not 0 <= index < len(parts):
+            raise NotFoundException(f"message {email_id} has no attachment {index}")
+        part = parts[index]
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        filename = _SAFE_FILENAME.sub("_", part.get_filename() or f"attachment-{index}")
+        return Response(data, media_type=part.get_content_type(), headers={
+            "content-disposition": f'attachment; filename="{filename}"',
+            "x-content-type-options": "nosniff",
+        })

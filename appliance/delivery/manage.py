@@ -1,0 +1,182 @@
+"""The operator's view of deliveries: list, show, replay, re-enable an endpoint.
+
+Shared by the admin API and the CLI (which runs them on the database file
+when no appliance holds it). Replaying a ``dead`` or ``failed`` delivery puts
+it back to ``pending`` with the same delivery id and restarts its retry
+schedule; it does not re-enable a disabled endpoint: ``enable`` does that
+(the replay says so), so one replay cannot silently release a backlog.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "REPLAYABLE",
+    "AttemptRecord",
+    "DeliveryDetail",
+    "DeliveryNotFound",
+    "DeliverySummary",
+    "EndpointState",
+    "NotReplayable",
+    "ReplayResult",
+    "enable_endpoint",
+    "endpoint_states",
+    "get_delivery",
+    "list_deliveries",
+    "replay",
+]
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import msgspec
+
+from appliance.audit import record_event
+from appliance.database import utc
+
+REPLAYABLE = ("dead", "failed")
+
+
+class DeliveryNotFound(LookupError):
+    """No delivery has that id."""
+
+
+class NotReplayable(ValueError):
+    """The delivery is not dead or failed."""
+
+
+class DeliverySummary(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    delivery_id: str
+    """The ``webhook-id`` (and event-stream id) the agent deduplicates on."""
+    seq: int
+    agent: str
+    event_type: str
+    email_id: str | None
+    decision_id: str | None
+    created_at: datetime
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+
+
+class AttemptRecord(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    attempt: int
+    ts: datetime
+    status: int | None
+    """The HTTP status answered; null when there was no answer (see ``error``)."""
+    latency_ms: float | None
+    error: str | None
+
+
+class EndpointState(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    agent: str
+    url: str | None
+    disabled: bool
+    disabled_at: datetime | None = None
+    reason: str | None = None
+
+
+class DeliveryDetail(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    delivery: DeliverySummary
+    attempts: list[AttemptRecord]
+    data: Any
+    """The event's ``data`` as stored (the capability token is added at send time)."""
+    endpoint: EndpointState
+
+
+class ReplayResult(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    delivery_id: str
+    status: str
+    endpoint_disabled: bool
+    """True when the agent's endpoint is disabled: nothing is sent until it is enabled again."""
+
+
+_SUMMARY = ("delivery_id, seq, agent, event_type, email_id, decision_id, created_at, status, attempts, "
+            "next_attempt_at, last_status, last_error")
+
+
+def _summary(row: tuple[Any, ...]) -> DeliverySummary:
+    values = dict(zip(_SUMMARY.split(", "), row, strict=True))
+    nxt = values["next_attempt_at"]
+    values["next_attempt_at"] = utc(nxt) if nxt is not None and values["status"] == "pending" else None
+    return DeliverySummary(**values)
+
+
+def list_deliveries(con: duckdb.DuckDBPyConnection, *, status: str | None = None, agent: str | None = None,
+                    event_type: str | None = None, before: int | None = None,
+                    limit: int = 50) -> list[DeliverySummary]:
+    """Newest first; pass the last ``seq`` seen as ``before`` for the next page."""
+    where: list[str] = []
+    args: list[object] = []
+    for column, value in (("status", status), ("agent", agent.lower() if agent else None),
+                          ("event_type", event_type)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if before is not None:
+        where.append("seq < ?")
+        args.append(before)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = con.execute(f"SELECT {_SUMMARY} FROM deliveries {clause} ORDER BY seq DESC LIMIT ?",
+                       [*args, max(1, min(limit, 1000))]).fetchall()
+    return [_summary(r) for r in rows]
+
+
+def endpoint_states(con: duckdb.DuckDBPyConnection, urls: Mapping[str, str | None]) -> list[EndpointState]:
+    """Every configured agent's webhook and whether it is disabled (``urls``: agent -> webhook_url)."""
+    disabled = {r[0]: r for r in con.execute(
+        "SELECT agent, disabled_at, reason FROM endpoints WHERE disabled_at IS NOT NULL").fetchall()}
+    out = []
+    for agent in sorted({*urls, *disabled}):
+        row = disabled.get(agent)
+        out.append(EndpointState(agent=agent, url=urls.get(agent), disabled=row is not None,
+                                 disabled_at=row[1] if row else None, reason=row[2] if row else None))
+    return out
+
+
+def get_delivery(con: duckdb.DuckDBPyConnection, delivery_id: str,
+                 urls: Mapping[str, str | None] | None = None) -> DeliveryDetail | None:
+    """One delivery with its attempts, its data and its endpoint's state."""
+    row = con.execute(f"SELECT {_SUMMARY}, payload FROM deliveries WHERE delivery_id = ?",
+                      [delivery_id]).fetchone()
+    if row is None:
+        return None
+    summary = _summary(row[:-1])
+    attempts = [AttemptRecord(attempt=a, ts=ts, status=s, latency_ms=lat, error=err)
+                for a, ts, s, lat, err in con.execute(
+                    "SELECT attempt, ts, status, latency_ms, error FROM delivery_attempts WHERE delivery_id = ? "
+                    "ORDER BY attempt, ts", [delivery_id]).fetchall()]
+    states = endpoint_states(con, {summary.agent: (urls or {}).get(summary.agent)})
+    endpoint = next(s for s in states if s.agent == summary.agent)
+    return DeliveryDetail(delivery=summary, attempts=attempts, data=msgspec.json.decode(row[-1]),
+                          endpoint=endpoint)
+
+
+def replay(con: duckdb.DuckDBPyConnection, delivery_id: str, *, now: float, by: str) -> ReplayResult:
+    """Send a dead or failed delivery again, same id, schedule restarted."""
+    row = con.execute("SELECT agent, status FROM deliveries WHERE delivery_id = ?", [delivery_id]).fetchone()
+    if row is None:
+        raise DeliveryNotFound(f"no delivery {delivery_id}")
+    agent, status = row
+    if status not in REPLAYABLE:
+        raise NotReplayable(f"delivery {delivery_id} is {status}; only {' or '.join(REPLAYABLE)} ones are replayed")
+    con.execute("UPDATE deliveries SET status = 'pending', next_attempt_at = ?, round_start = attempts "
+                "WHERE delivery_id = ?", [now, delivery_id])
+    record_event(con, "delivery.replayed", agent, f"{delivery_id} ({status}) replayed by {by}")
+    disabled = con.execute("SELECT 1 FROM endpoints WHERE agent = ? AND disabled_at IS NOT NULL",
+                           [agent]).fetchone() is not None
+    return ReplayResult(delivery_id=delivery_id, status="pending", endpoint_disabled=disabled)
+
+
+def enable_endpoint(con: duckdb.DuckDBPyConnection, agent: str, *, by: str) -> bool:
+    """Re-enable an agent's disabled webhook; False when it was not disabled."""
+    agent = agent.strip().lower()
+    rows = con.execute("UPDATE endpoints SET disabled_at = NULL, reason = ? WHERE agent = ? "
+                       "AND disabled_at IS NOT NULL RETURNING agent", [f"enabled by {by}", agent]).fetchall()
+    if not rows:
+        return False
+    record_event(con, "endpoint.enabled", agent, f"webhook re-enabled by {by}")
+    return True

@@ -1,0 +1,99 @@
+"""The event stream: an agent's deliveries read in ``seq`` order, resumable without gaps.
+
+The stream is a read of the ``deliveries`` table (what the webhook is sent,
+and the stream-only events), so an agent without a public URL gets the same
+events, with the same ids, as one with a webhook. Each event's id is its
+delivery id; a reader that reconnects with ``Last-Event-ID`` continues after
+that delivery's ``seq`` (a plain number is taken as a ``seq``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["StreamEvent", "event_stream", "resolve_cursor", "rows_after"]
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+
+from appliance.database import Database
+from appliance.delivery.jobs import HIDDEN_STATUSES
+from appliance.delivery.notify import Broadcast
+from appliance.delivery.render import render_event
+from appliance.delivery.tokens import TokenIssuer
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One event as the stream sends it."""
+
+    seq: int
+    delivery_id: str
+    event_type: str
+    data: bytes
+    """The envelope, exactly as a webhook body would be (with a fresh capability token)."""
+
+
+@dataclass(frozen=True)
+class _Row:
+    seq: int
+    delivery_id: str
+    event_type: str
+    created_at: datetime
+    payload: str
+
+
+def resolve_cursor(con: duckdb.DuckDBPyConnection, agent: str, last_event_id: str | None) -> int:
+    """The ``seq`` to continue after: 0 (from the start) when none is given or the id is unknown."""
+    value = (last_event_id or "").strip()
+    if not value:
+        return 0
+    if value.isdigit():
+        return int(value)
+    row = con.execute("SELECT seq FROM deliveries WHERE delivery_id = ? AND agent = ?", [value, agent]).fetchone()
+    return int(row[0]) if row else 0
+
+
+def rows_after(con: duckdb.DuckDBPyConnection, agent: str, after: int, limit: int = 100) -> list[_Row]:
+    """The agent's visible deliveries with ``seq > after``, in order."""
+    rows = con.execute(
+        "SELECT seq, delivery_id, event_type, created_at, payload FROM deliveries "
+        "WHERE agent = ? AND seq > ? AND NOT list_contains(?::VARCHAR[], status) ORDER BY seq LIMIT ?",
+        [agent, after, list(HIDDEN_STATUSES), limit]).fetchall()
+    return [_Row(*r) for r in rows]
+
+
+async def event_stream(db: Database, agent: str, after: int, *, tokens: TokenIssuer | None,
+                       changed: Broadcast | None, keepalive: float = 15.0, batch: int = 100,
+                       closed: Callable[[], bool] = lambda: False,
+                       clock: Callable[[], float] = time.time) -> AsyncIterator[StreamEvent | None]:
+    """Yield the agent's events after ``after`` until ``closed()``; ``None`` after ``keepalive`` quiet seconds.
+
+    ``changed`` is notified when deliveries are committed (and when ``closed`` turns true);
+    without it the table is polled each second.
+    """
+    cursor = after
+    quiet_since = time.monotonic()
+    while not closed():
+        ticket = changed.ticket() if changed is not None else None
+        rows = await db.read(functools.partial(rows_after, agent=agent, after=cursor, limit=batch))
+        for row in rows:
+            data = render_event(row.event_type, row.created_at, row.payload, tokens, clock())
+            yield StreamEvent(seq=row.seq, delivery_id=row.delivery_id, event_type=row.event_type, data=data)
+            cursor = row.seq
+        if rows:
+            quiet_since = time.monotonic()
+            if len(rows) == batch:
+                continue
+        wait = keepalive - (time.monotonic() - quiet_since)
+        if wait <= 0:
+            yield None
+            quiet_since = time.monotonic()
+        elif ticket is not None:
+            await Broadcast.wait(ticket, wait)
+        else:
+            await asyncio.sleep(min(1.0, wait))

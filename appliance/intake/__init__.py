@@ -1,0 +1,1 @@
+"""Where mail comes in: the embedded SMTP server and the path every intake shares."""
