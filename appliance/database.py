@@ -174,6 +174,8 @@ class Batch:
         self.memo = memo
         self._rows: dict[tuple[str, tuple[str, ...]], list[Sequence[object]]] = {}
         self._before_commit: dict[str, Callable[[Batch], None]] = {}
+        self.scratch: dict[str, Any] = {}
+        """Per-batch state of the jobs in it (e.g. updates to apply together before COMMIT)."""
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:

@@ -26,10 +26,11 @@ from typing import Any, Literal
 
 import duckdb
 import httpx
+import msgspec
 
 from appliance.audit import record_event
 from appliance.config import AgentConfig, ApplianceConfig
-from appliance.database import Database, utc
+from appliance.database import Batch, Database, utc
 from appliance.delivery.jobs import enqueue
 from appliance.delivery.notify import Broadcast
 from appliance.delivery.payload import DeliveryFailedData, EndpointDisabledData
@@ -340,7 +341,10 @@ class Dispatcher:
         elif verdict.kind != "delivered":
             log.warning("delivery %s to %s: %s after attempt %d (%s)", job.delivery_id, job.agent, verdict.kind,
                         job.attempts + 1, result.error)
-        await self.db.write(lambda con: _commit_attempt(con, job, result, verdict, now, url))
+        if verdict.kind == "delivered":  # the common case: batched with its neighbours
+            await self.db.write_batch(lambda batch: _commit_delivered(batch, job, result, now))
+        else:
+            await self.db.write(lambda con: _commit_attempt(con, job, result, verdict, now, url))
         if verdict.kind in ("dead", "disabled"):
             self.changed.notify()
 
@@ -361,6 +365,31 @@ def _snippet(data: bytes) -> str:
 
 def _disabled_agents(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {r[0] for r in con.execute("SELECT agent FROM endpoints WHERE disabled_at IS NOT NULL").fetchall()}
+
+
+_ATTEMPT_COLUMNS = ("delivery_id", "attempt", "ts", "status", "latency_ms", "error")
+_DELIVERED = "delivery.delivered"
+
+
+def _commit_delivered(batch: Batch, job: _Job, result: _Result, now: float) -> None:
+    """A 2xx: the attempt row, and the delivery marked delivered with the rest of the batch's."""
+    batch.insert("delivery_attempts", _ATTEMPT_COLUMNS,
+                 (job.delivery_id, job.attempts + 1, utc(now), result.status, result.latency_ms, result.error))
+    batch.scratch.setdefault(_DELIVERED, []).append({"id": job.delivery_id, "status": result.status})
+    batch.before_commit(_DELIVERED, _mark_delivered)
+
+
+def _mark_delivered(batch: Batch) -> None:
+    delivered = batch.scratch.pop(_DELIVERED, [])
+    if not delivered:
+        return
+    # One UPDATE for the whole batch; a delivery replayed or discarded meanwhile is not pending: left alone.
+    batch.con.execute(
+        "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, last_status = d.r.status, "
+        "last_error = NULL, next_attempt_at = NULL "
+        "FROM (SELECT unnest(from_json(?::JSON, '[{\"id\": \"VARCHAR\", \"status\": \"INTEGER\"}]')) AS r) d "
+        "WHERE deliveries.delivery_id = d.r.id AND deliveries.status = 'pending'",
+        [msgspec.json.encode(delivered).decode()])
 
 
 def _commit_attempt(con: duckdb.DuckDBPyConnection, job: _Job, result: _Result, verdict: Verdict, now: float,
