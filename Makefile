@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/appliance sandbox --config examples/appliance.toml
+	$(BIN)/python examples/sandbox.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check appliance tests bench examples
