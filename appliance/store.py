@@ -38,23 +38,6 @@ _REPLY_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg|sv|vs|antw|tr)\s*(\[\d+\])?\s
 _SUBJECT_THREAD_WINDOW = timedelta(days=30)
 
 
-class StoredMessage(msgspec.Struct, frozen=True, kw_only=True):
-    """A message as kept in the store."""
-
-    email_id: str
-    agent: str
-    mailbox: str
-    thread_id: str
-    message_id: str | None
-    subject: str
-    sender: str
-    received_at: datetime
-    decision_id: str
-    keywords: list[str]
-    size: int
-    raw: bytes
-
-
 class MessageSummary(msgspec.Struct, frozen=True, kw_only=True):
     """A stored message without its bytes, for listings."""
 
@@ -68,6 +51,13 @@ class MessageSummary(msgspec.Struct, frozen=True, kw_only=True):
     received_at: datetime
     decision_id: str
     size: int
+
+
+class StoredMessage(MessageSummary, frozen=True, kw_only=True):
+    """A message as kept in the store, bytes included."""
+
+    keywords: list[str]
+    raw: bytes
 
 
 def subject_key(subject: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from appliance import quarantine
@@ -54,23 +55,22 @@ def run_show(args: argparse.Namespace) -> int:
 
 @backend.reports_failures
 def run_release(args: argparse.Namespace) -> int:
-    done = backend.run(backend.load(args), write=True,
-                       local=lambda con: quarantine.release(con, args.email_id, by="cli"),
-                       remote=lambda api: bool(api.post(f"/api/v1/quarantine/{args.email_id}/release",
-                                                        into=dict[str, str])))
-    if not done:
-        raise backend.CommandFailed(f"no quarantined message {args.email_id}")
+    _change(args, local=quarantine.release, remote=("POST", f"/api/v1/quarantine/{args.email_id}/release"))
     print(f"released {args.email_id}: it will be delivered to its agent")
     return 0
 
 
 @backend.reports_failures
 def run_delete(args: argparse.Namespace) -> int:
-    done = backend.run(backend.load(args), write=True,
-                       local=lambda con: quarantine.delete(con, args.email_id, by="cli"),
-                       remote=lambda api: bool(api.delete(f"/api/v1/quarantine/{args.email_id}",
-                                                          into=dict[str, str])))
-    if not done:
-        raise backend.CommandFailed(f"no quarantined message {args.email_id}")
+    _change(args, local=quarantine.delete, remote=("DELETE", f"/api/v1/quarantine/{args.email_id}"))
     print(f"deleted {args.email_id}")
     return 0
+
+
+def _change(args: argparse.Namespace, *, local: Callable[..., bool], remote: tuple[str, str]) -> None:
+    """Release or delete one held message, on the file or through the running appliance."""
+    done = backend.run(backend.load(args), write=True,
+                       local=lambda con: local(con, args.email_id, by="cli"),
+                       remote=lambda api: api.request(*remote).is_success)
+    if not done:
+        raise backend.CommandFailed(f"no quarantined message {args.email_id}")
