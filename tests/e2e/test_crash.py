@@ -68,6 +68,7 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_message(tmp_path: Path)
                 s.join(15)
             assert appliance.terminate() == 0
     acked = sorted(n for s in senders for n in s.acked)
+    print(f"{len(acked)} messages acknowledged across the kills")
     assert len(acked) > 100, f"only {len(acked)} messages got through between kills"
     with duckdb.connect(str(tmp_path / "var" / "appliance.duckdb"), read_only=True) as con:
         stored = dict(con.execute("SELECT message_id, count(*) FROM messages GROUP BY message_id").fetchall())
