@@ -21,7 +21,8 @@ __all__ = [
 import asyncio
 
 from appliance.mailauth.dkim import verify_dkim
-from appliance.mailauth.dmarc import discover_policy, evaluate_dmarc, judge
+from appliance.mailauth import dmarc as _dmarc
+from appliance.mailauth.dmarc import evaluate_dmarc
 from appliance.mailauth.dns import DnsResolver, OfflineResolver, Resolver, StaticResolver
 from appliance.mailauth.results import AuthResults, DkimResult, DmarcResult, SpfResult, Verdict
 from appliance.mailauth.spf import check_spf
@@ -41,7 +42,7 @@ async def authenticate(
     dkim, spf, policy = await asyncio.gather(
         verify_dkim(raw, resolver, now),
         check_spf(client_ip, helo, mail_from, resolver),
-        discover_policy(from_domain, resolver),
+        _dmarc.discover_policy(from_domain, resolver),
     )
-    dmarc = judge(from_domain, dkim, spf, mail_from, policy)
+    dmarc = _dmarc.judge(from_domain, dkim, spf, mail_from, policy)
     return AuthResults(spf=spf, dkim=dkim, dmarc=dmarc)
