@@ -20,8 +20,8 @@ __all__ = [
 
 import asyncio
 
-from appliance.mailauth.dkim import verify_dkim
 from appliance.mailauth import dmarc as _dmarc
+from appliance.mailauth.dkim import verify_dkim
 from appliance.mailauth.dmarc import evaluate_dmarc
 from appliance.mailauth.dns import DnsResolver, OfflineResolver, Resolver, StaticResolver
 from appliance.mailauth.results import AuthResults, DkimResult, DmarcResult, SpfResult, Verdict
