@@ -15,7 +15,7 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -151,7 +151,11 @@ class Runtime:
         await self.db.write(lambda con: record_event(con, kind, change.agent, change.detail))
 
     async def apply_retention(self) -> int:
-        """Drop audit days past each agent's retentionDays; fold old limit events."""
+        """Drop audit days past each agent's retentionDays, and finished deliveries as old; fold limit events.
+
+        Dead and failed deliveries stay (the dead-letter list is the operator's to replay or leave).
+        Returns the decision rows removed.
+        """
         removed = 0
         now = utc()
         for agent in self.policies.agents:
@@ -165,4 +169,11 @@ class Runtime:
 
 
 def _retain(con: duckdb.DuckDBPyConnection, *, agent: str, days: int, now: datetime) -> int:
-    return apply_retention(con, agent, days, now)
+    removed = apply_retention(con, agent, days, now)
+    before = now - timedelta(days=days)
+    con.execute("DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT delivery_id FROM deliveries "
+                "WHERE agent = ? AND status IN ('delivered', 'discarded', 'stream') AND created_at < ?)",
+                [agent, before])
+    con.execute("DELETE FROM deliveries WHERE agent = ? AND status IN ('delivered', 'discarded', 'stream') "
+                "AND created_at < ?", [agent, before])
+    return removed

@@ -150,10 +150,19 @@ async def test_retention_removes_old_days_and_the_chain_still_verifies(runtime: 
     await runtime.db.write(lambda con: con.execute(
         "UPDATE decisions SET ts = ? WHERE seq = (SELECT min(seq) FROM decisions)", [old]))
     # Rewriting ts broke that row's hash; retention removes the whole old day, checkpointing past it.
+    await runtime.db.write(lambda con: con.execute(
+        "UPDATE deliveries SET created_at = ?, status = 'delivered' WHERE seq = (SELECT min(seq) FROM deliveries)",
+        [old]))
+    await runtime.db.write(lambda con: con.execute(
+        "UPDATE deliveries SET created_at = ?, status = 'dead' WHERE seq = (SELECT max(seq) FROM deliveries)",
+        [old]))
     removed = await runtime.apply_retention()
     assert removed == 1
     report = await runtime.db.read(verify_chain)
     assert report.ok and report.rows == 2
+    statuses = await runtime.db.read(lambda con: con.execute(
+        "SELECT status FROM deliveries ORDER BY seq").fetchall())
+    assert len(statuses) == 2 and statuses[-1] == ("dead",)  # the old delivered one went; the dead letter stays
 
 
 async def test_admin_token_is_generated_once_into_the_data_dir(runtime: Runtime, tmp_path: Path) -> None:
