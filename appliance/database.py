@@ -345,6 +345,10 @@ class Database:
             for job in jobs:
                 results.append(job.work(batch) if job.batched else job.work(batch.con))
             batch.finish()
+            # DuckDB's COMMIT of a transaction that a failed statement aborted rolls it back
+            # silently; a job that caught its own error would get every caller of the batch told
+            # "committed". Any statement raises in an aborted transaction: ask before committing.
+            con.execute("SELECT 1")
             con.execute("COMMIT")
             self.commits += 1
         except Exception as exc:  # one bad job must not fail its neighbours: retry each alone

@@ -107,7 +107,7 @@ def _parse(raw: bytes) -> ParsedMessage:
     for name, value in msg.raw_items():
         key = name.lower()
         if key in _ID_HEADERS and key not in raw_ids:
-            raw_ids[key] = str(value)
+            raw_ids[key] = _undo_surrogateescape(str(value))
     return ParsedMessage(
         sender=sender_list[0],
         to=_all_mailboxes(msg, "To"),
@@ -136,10 +136,25 @@ def _mailboxes(header: object, name: str) -> list[Mailbox]:
         raise MalformedMessage(f"{name} header is malformed: {defects[0]}")
     if any(group.display_name is not None for group in header.groups):
         raise MalformedMessage(f"{name} header holds a group, not a mailbox")
+    if _encoded_word_in_address(getattr(header, "_parse_tree", None)):
+        # RFC 2047 5(3): never inside an addr-spec. The email package decodes one there anyway,
+        # so "boss@=?utf-8?q?acme.com?=" would read as boss@acme.com while no MUA shows that.
+        raise MalformedMessage(f"{name} address holds an RFC 2047 encoded-word")
     out: list[Mailbox] = []
     for addr in header.addresses:
         out.append(_mailbox(addr, name))
     return out
+
+
+def _encoded_word_in_address(token: object, inside: bool = False) -> bool:
+    """Whether the email package's parse tree has an encoded-word inside an addr-spec."""
+    kind = getattr(token, "token_type", None)
+    if kind == "encoded-word" and inside:
+        return True
+    if not isinstance(token, list):
+        return False
+    inside = inside or kind == "addr-spec"
+    return any(_encoded_word_in_address(child, inside) for child in token)
 
 
 def _mailbox(addr: Address, name: str) -> Mailbox:
@@ -164,6 +179,15 @@ def _all_mailboxes(msg: EmailMessage, name: str) -> list[Mailbox]:
 def _text_header(msg: EmailMessage, name: str) -> str:
     value = msg.get(name)
     return str(value) if value is not None else ""
+
+
+def _undo_surrogateescape(value: str) -> str:
+    """A raw header value with its 8-bit bytes read as UTF-8 (U+FFFD where they are not).
+
+    The parser keeps such bytes as lone surrogates, which no UTF-8 encoder (the audit
+    row's hash, the database, JSON payloads) accepts.
+    """
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _first_msgid(value: str) -> str | None:

@@ -123,7 +123,22 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def verify_chain(con: duckdb.DuckDBPyConnection) -> VerifyReport:
-    """Walk every agent's chain from its checkpoint; name the first row that does not verify."""
+    """Walk every agent's chain from its checkpoint; name the first row that does not verify.
+
+    The walk reads one snapshot: rows the writer commits meanwhile (or retention removes)
+    would otherwise read as a broken chain.
+    """
+    try:
+        con.execute("BEGIN TRANSACTION")
+    except duckdb.TransactionException:  # the caller's transaction is already one snapshot
+        return _verify_chain(con)
+    try:
+        return _verify_chain(con)
+    finally:
+        con.execute("ROLLBACK")
+
+
+def _verify_chain(con: duckdb.DuckDBPyConnection) -> VerifyReport:
     agents = [r[0] for r in con.execute("SELECT DISTINCT agent FROM decisions ORDER BY agent").fetchall()]
     rows = 0
     select = (f"SELECT seq, {', '.join(_COLUMNS)}, prev_hash, row_hash FROM decisions "

@@ -181,6 +181,12 @@ class _Evaluation:
         if not self.policy.content_guards:
             self.note("content", "skipped", "no content guards")
             return None
+        if readable.truncated:
+            # Text past the extraction limit was never scanned, yet the agent could read it
+            # (the html field, attachments, the raw message): refuse rather than pass it unseen.
+            self.note("content", "fail", f"readable text exceeds {readable.total_chars} characters; "
+                                         "the rest could not be scanned")
+            return self.finish("bounce", reasons.MESSAGE_TOO_LARGE)
         hit = scan(readable, self.policy.content_guards)
         if hit is None:
             self.note("content", "pass",

@@ -19,12 +19,15 @@ def automatic_mail_reason(parsed: ParsedMessage, envelope: Envelope, agent: str)
     report_type = str(msg.get_param("report-type", "", header="content-type") or "").lower()
     if content_type == "multipart/report" and report_type in ("delivery-status", "disposition-notification"):
         return f"{report_type} report (RFC 3464 / RFC 8098)"
-    auto = str(msg.get("Auto-Submitted", "") or "").strip().lower()
-    if auto and auto.split(";")[0].strip() != "no":
-        return f"Auto-Submitted: {auto} (RFC 3834)"
-    precedence = str(msg.get("Precedence", "") or "").strip().lower()
-    if precedence in _BULK_PRECEDENCE:
-        return f"Precedence: {precedence}"
+    # Every copy of a header counts: a leading "Auto-Submitted: no" must not hide a second one.
+    for value in msg.get_all("Auto-Submitted") or []:
+        auto = str(value or "").strip().lower()
+        if auto and auto.split(";")[0].strip() != "no":
+            return f"Auto-Submitted: {auto} (RFC 3834)"
+    for value in msg.get_all("Precedence") or []:
+        precedence = str(value or "").strip().lower()
+        if precedence in _BULK_PRECEDENCE:
+            return f"Precedence: {precedence}"
     if msg.get("X-Auto-Response-Suppress") is not None:
         return "X-Auto-Response-Suppress present (automatic message)"
     if parsed.sender.address == agent or envelope.mail_from.lower() == agent:

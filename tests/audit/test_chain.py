@@ -1,6 +1,7 @@
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from appliance.audit import DecisionRecord, append_decision, apply_retention, verify_chain
@@ -90,3 +91,26 @@ def test_failing_job_does_not_fail_its_batch_neighbours(db: Database) -> None:
     assert isinstance(results[1], Exception)
     assert db.read_sync(lambda con: con.execute("SELECT count(*) FROM decisions").fetchone()) == (2,)
     assert db.read_sync(verify_chain).ok
+
+
+def test_verify_sees_one_snapshot_while_the_writer_appends(db: Database) -> None:
+    # A row committed between reading an agent's rows and reading its chain head must not
+    # read as tampering (the live appliance answers /api/v1/audit/verify while it writes).
+    for i in range(3):
+        db.write_batch_sync(lambda b, i=i: append_decision(b, record(i)))
+
+    class Interleaved:
+        def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+            self.con = con
+            self.appended = False
+
+        def execute(self, sql: str, params: object = None) -> duckdb.DuckDBPyConnection:
+            if sql.startswith("SELECT seq, hash FROM chain_head") and not self.appended:
+                self.appended = True
+                db.write_batch_sync(lambda b: append_decision(b, record(99)))
+            return self.con.execute(sql, params)
+
+    report = db.read_sync(lambda con: verify_chain(Interleaved(con)))  # type: ignore[arg-type]
+    assert report.ok, report.detail
+    assert report.rows == 3
+    assert db.read_sync(verify_chain).rows == 4
