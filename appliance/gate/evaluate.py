@@ -142,7 +142,15 @@ class _Evaluation:
             self.note("verification", "fail", "no authentication results")
             return self.finish("tempfail", reasons.DNS_TEMPORARY_FAILURE)
         domain = parsed.sender.domain
+        # Alignment is relaxed unless the domain's DMARC record says strict; when that record could
+        # not be read, only an exact (strict) match is known to align, and a relaxed one must wait.
+        mode_unknown = auth.dmarc.result == "temperror"
         if match.require_dkim:
+            exact = any(d.result == "pass" and d.covers_whole_body and d.domain == domain for d in auth.dkim)
+            if auth.dmarc.dkim_aligned and mode_unknown and not exact:
+                self.note("verification", "temperror", f"DKIM aligns with {domain} only under relaxed alignment, "
+                          "and its DMARC record (adkim) could not be read")
+                return self.finish("tempfail", reasons.DNS_TEMPORARY_FAILURE)
             if auth.dmarc.dkim_aligned:
                 signers = [d.domain for d in auth.dkim if d.result == "pass" and d.covers_whole_body]
                 self.note("verification", "pass", f"DKIM pass aligned with {domain} (d={', '.join(signers)})")
@@ -154,6 +162,10 @@ class _Evaluation:
                 return self.finish("bounce", reasons.DKIM_REQUIRED)
         if match.require_spf:
             spf = auth.spf
+            if auth.dmarc.spf_aligned and mode_unknown and spf.domain != domain:
+                self.note("verification", "temperror", f"SPF domain {spf.domain} aligns with {domain} only under "
+                          "relaxed alignment, and its DMARC record (aspf) could not be read")
+                return self.finish("tempfail", reasons.DNS_TEMPORARY_FAILURE)
             if auth.dmarc.spf_aligned:
                 self.note("verification", "pass", f"SPF pass for {spf.domain}, aligned with {domain}")
             elif spf.result == "temperror":

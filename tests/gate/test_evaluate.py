@@ -86,6 +86,17 @@ def test_dns_temporary_error_is_a_tempfail_never_an_accept(flag: str) -> None:
     assert (d.action, d.reason, d.smtp.code, d.smtp.enhanced) == ("tempfail", "dns_temporary_failure", 451, "4.4.3")
 
 
+def test_relaxed_alignment_is_not_trusted_when_the_dmarc_record_could_not_be_read() -> None:
+    sub_signed = auth(dkim_domain="mail.acme.com", spf_domain="bounce.acme.com", dmarc="temperror",
+                      dkim_aligned=True, spf_aligned=True)
+    for flag in ("require_dkim", "require_spf"):
+        d = evaluate(policy(**{flag: True}), facts(results=sub_signed), InMemoryLimits())
+        assert (d.action, d.reason) == ("tempfail", "dns_temporary_failure"), flag
+    exact = auth(dmarc="temperror", dkim_aligned=True, spf_aligned=True)
+    assert evaluate(policy(require_dkim=True, require_spf=True), facts(results=exact), InMemoryLimits()).action == (
+        "accept")
+
+
 def test_dmarc_required_fails_on_dmarc_fail() -> None:
     d = evaluate(policy(require_dmarc=True), facts(results=auth(dmarc="fail")), InMemoryLimits())
     assert d.reason == "dmarc_required"
