@@ -15,6 +15,7 @@ __all__ = [
     "parse_message",
     "sniff_message_id",
     "thread_root",
+    "without_forged_trace",
 ]
 
 import email.parser
@@ -203,3 +204,36 @@ def sniff_message_id(raw: bytes) -> str | None:
     head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
     found = _MSGID_HEADER.search(head)
     return found.group(1).decode("ascii", "replace") if found else None
+
+
+def without_forged_trace(raw: bytes, authserv_id: str) -> bytes:
+    """``raw`` without Authentication-Results claiming to be ours, and without X-Appliance-Decision.
+
+    RFC 8601 section 5: a receiver removes (or renames) results bearing its own
+    authserv-id before adding its own, so the agent can trust the ones it sees.
+    Other bytes are left exactly as they were.
+    """
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        return raw
+    fields: list[list[bytes]] = []  # each header field with its folded continuation lines
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1].append(line)
+        else:
+            fields.append([line])
+    ours = authserv_id.lower().encode()
+    kept = [f for f in fields if not _forged(b"\r\n".join(f), ours)]
+    if len(kept) == len(fields):
+        return raw
+    return b"\r\n".join(line for f in kept for line in f) + sep + body
+
+
+def _forged(field: bytes, ours: bytes) -> bool:
+    name, colon, value = field.partition(b":")
+    name = name.strip().lower()
+    if not colon:
+        return False
+    if name == b"x-appliance-decision":
+        return True
+    return name == b"authentication-results" and value.split(b";", 1)[0].strip().lower() == ours

@@ -28,3 +28,18 @@ def test_encoded_word_inside_the_from_address_is_malformed(value: str) -> None:
 def test_encoded_word_in_the_display_name_is_only_a_label() -> None:
     parsed = parse_message(b"From: =?utf-8?q?boss=40acme.com?= <evil@x.test>\r\n\r\nbody\r\n")
     assert (parsed.sender.address, parsed.sender.display_name) == ("evil@x.test", "boss@acme.com")
+
+
+def test_forged_trace_headers_claiming_our_name_are_removed_and_others_kept() -> None:
+    from appliance.message import without_forged_trace
+
+    raw = (b"Authentication-Results: MX.example.test;\r\n\tdkim=pass header.d=acme.com\r\n"
+           b"Authentication-Results: upstream.example; spf=fail\r\n"
+           b"X-Appliance-Decision: d123; action=accept\r\n"
+           b"From: a@example.net\r\nSubject: hi\r\n\r\nAuthentication-Results: mx.example.test; in the body\r\n")
+    cleaned = without_forged_trace(raw, "mx.example.test")
+    assert cleaned == (b"Authentication-Results: upstream.example; spf=fail\r\n"
+                       b"From: a@example.net\r\nSubject: hi\r\n\r\n"
+                       b"Authentication-Results: mx.example.test; in the body\r\n")
+    untouched = b"From: a@example.net\r\n\r\nbody\r\n"
+    assert without_forged_trace(untouched, "mx.example.test") is untouched

@@ -24,7 +24,7 @@ from appliance.delivery.payload import EventData, message_data, quarantine_data
 from appliance.errors import MalformedMessage
 from appliance.gate import Decision, Envelope, evaluate, gather
 from appliance.mailauth import Resolver
-from appliance.message import ParsedMessage, parse_message, sniff_message_id
+from appliance.message import ParsedMessage, parse_message, sniff_message_id, without_forged_trace
 from appliance.policy import MailPolicy
 from appliance.policy.book import PolicyBook
 from appliance.store import INBOX, QUARANTINE, StoredMessage, may_join_thread, resolve_thread, save_message
@@ -112,6 +112,7 @@ class Reception:
         if decision.action not in ("accept", "quarantine") or parsed is None:
             return None
         header = self.trace_headers(decision)
+        raw = without_forged_trace(raw, self.hostname)
         return StoredMessage(
             email_id="e" + decision.decision_id[1:],
             agent=decision.agent,
