@@ -79,12 +79,12 @@ class Runtime:
             hostname=config.hostname, max_message_size=config.smtp.max_message_size,
             max_body_chars=config.delivery.max_body_chars,
         )
+        self.reception.on_committed = lambda _: self.wake_dispatcher()
         self._start_scheduler()
         if config.mode == "sandbox":
             from appliance.intake.smtp import start_smtp_server
 
-            self.smtp_server = await start_smtp_server(config.smtp, self.reception, hostname=config.hostname,
-                                                       on_received=lambda _: self.wake_dispatcher())
+            self.smtp_server = await start_smtp_server(config.smtp, self.reception, hostname=config.hostname)
             self._stop_hooks.append(self.smtp_server.stop)
         self.dispatcher = await start_dispatcher(self.db, config)
         self._stop_hooks.append(self.dispatcher.stop)

@@ -68,7 +68,7 @@ async def mta_hook(request: Request, state: State) -> Response[bytes]:  # type: 
         hook_request = decode_request(body)
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError too
         raise ValidationException(f"not an MTA hook request: {exc}") from None
-    hook = MtaHook(runtime.reception, on_received=lambda _: runtime.wake_dispatcher())
+    hook = MtaHook(runtime.reception)
     try:
         answer = await hook.answer(hook_request)
     except HookRequestError as exc:

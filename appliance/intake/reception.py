@@ -13,6 +13,7 @@ __all__ = ["Received", "Reception"]
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 
 import msgspec
 
@@ -52,6 +53,8 @@ class Reception:
         self.hostname = hostname
         self.max_message_size = max_message_size
         self.max_body_chars = max_body_chars
+        self.on_committed: Callable[[Received], None] | None = None
+        """Called after each committed decision, whichever intake it came from (wakes the dispatcher)."""
 
     def is_agent(self, address: str) -> bool:
         return self.policies.get(address) is not None
@@ -105,7 +108,13 @@ class Reception:
             return visible
 
         delivery_id = await self.db.write_batch(commit)
-        return Received(decision=decision, email_id=stored.email_id if stored else None, delivery_id=delivery_id)
+        received = Received(decision=decision, email_id=stored.email_id if stored else None, delivery_id=delivery_id)
+        if self.on_committed is not None:
+            try:
+                self.on_committed(received)
+            except Exception:  # the message is committed: a failed notification changes nothing
+                log.exception("on_committed callback failed")
+        return received
 
     def _stored_copy(self, decision: Decision, parsed: ParsedMessage | None, raw: bytes,
                      now: float) -> StoredMessage | None:

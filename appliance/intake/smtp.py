@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Callable
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP
@@ -24,7 +23,7 @@ from aiosmtpd.smtp import Session as SmtpSession
 
 from appliance.config import SmtpConfig, parse_hostport
 from appliance.gate import Envelope
-from appliance.intake.reception import Received, Reception
+from appliance.intake.reception import Reception
 
 log = logging.getLogger("appliance.intake.smtp")
 
@@ -45,17 +44,14 @@ _STOCK_REPLIES = {
     "500 Command line too long": "500 5.5.2 Command line too long",
 }
 
-OnReceived = Callable[[Received], None]
 
 
 class IntakeHandler:
     """aiosmtpd hooks: recipients are agents, one per transaction; DATA goes through the gate."""
 
-    def __init__(self, reception: Reception, *, max_recipients: int,
-                 on_received: OnReceived | None = None) -> None:
+    def __init__(self, reception: Reception, *, max_recipients: int) -> None:
         self.reception = reception
         self.max_recipients = max_recipients
-        self.on_received = on_received
 
     async def handle_RCPT(self, server: SMTP, session: SmtpSession, envelope: SmtpEnvelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -99,11 +95,6 @@ class IntakeHandler:
             log.exception("could not decide or record a message from %s for %s", client_ip,
                           envelope.rcpt_tos[0])
             return TEMPFAIL
-        if self.on_received is not None:
-            try:
-                self.on_received(received)
-            except Exception:  # the message is committed: a failed notification changes nothing
-                log.exception("on_received callback failed")
         decision = received.decision
         reply = decision.smtp
         text = _printable(reply.text)
@@ -259,15 +250,10 @@ def _tls_context(config: SmtpConfig) -> ssl.SSLContext | None:
     return context
 
 
-async def start_smtp_server(config: SmtpConfig, reception: Reception, *, hostname: str,
-                            on_received: OnReceived | None = None) -> SmtpServer:
-    """Listen on ``config.listen`` in the running event loop; await ``stop()`` at shutdown.
-
-    ``on_received`` is called after each committed decision (e.g. to wake the dispatcher).
-    """
+async def start_smtp_server(config: SmtpConfig, reception: Reception, *, hostname: str) -> SmtpServer:
+    """Listen on ``config.listen`` in the running event loop; await ``stop()`` at shutdown."""
     host, port = parse_hostport(config.listen, field="smtp.listen")
-    handler = IntakeHandler(reception, max_recipients=config.max_recipients,
-                            on_received=on_received)
+    handler = IntakeHandler(reception, max_recipients=config.max_recipients)
     server = SmtpServer(config, handler, hostname=hostname, tls_context=_tls_context(config))
     await server.start(host, port)
     return server

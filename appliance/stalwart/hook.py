@@ -11,10 +11,9 @@ __all__ = ["HookRequestError", "MtaHook", "rebuild_message"]
 
 import logging
 import re
-from collections.abc import Callable
 
 from appliance.gate import Decision, Envelope
-from appliance.intake.reception import Received, Reception
+from appliance.intake.reception import Reception
 from appliance.stalwart.proto import (
     AddHeader,
     DeleteHeader,
@@ -58,10 +57,8 @@ def rebuild_message(message: HookMessage) -> bytes:
 class MtaHook:
     """Decides one hook call: accept, reject (with its SMTP reply) or discard."""
 
-    def __init__(self, reception: Reception, *,
-                 on_received: Callable[[Received], None] | None = None) -> None:
+    def __init__(self, reception: Reception) -> None:
         self.reception = reception
-        self.on_received = on_received
 
     async def answer(self, request: HookRequest) -> HookResponse:
         stage = request.context.stage
@@ -120,11 +117,6 @@ class MtaHook:
             log.exception("could not decide or record a message from %s for %s",
                           client.ip, agents[0])
             return TEMPFAIL
-        if self.on_received is not None:
-            try:
-                self.on_received(received)
-            except Exception:
-                log.exception("on_received callback failed")
         return self.response(received.decision, message)
 
     def response(self, decision: Decision, message: HookMessage) -> HookResponse:

@@ -42,13 +42,9 @@ async def start_smtp(runtime: Runtime) -> AsyncIterator[StartSmtp]:
     """``await start_smtp(**smtp_config)``: an SMTP server on 127.0.0.1:0 over runtime.reception."""
     servers: list[SmtpServer] = []
 
-    async def start(
-        *, on_received: Callable[[Received], None] | None = None, **options: Any
-    ) -> SmtpServer:
+    async def start(**options: Any) -> SmtpServer:
         config = SmtpConfig(**{"listen": "127.0.0.1:0", **options})
-        server = await start_smtp_server(
-            config, runtime.reception, hostname=HOSTNAME, on_received=on_received
-        )
+        server = await start_smtp_server(config, runtime.reception, hostname=HOSTNAME)
         servers.append(server)
         return server
 
@@ -159,7 +155,8 @@ async def test_accepted_message_is_stored_byte_for_byte_before_the_250(
     runtime: Runtime, start_smtp: StartSmtp, dialogs: Callable[[int], Awaitable[Dialog]]
 ) -> None:
     woken: list[Received] = []
-    server = await start_smtp(on_received=woken.append)
+    runtime.reception.on_committed = woken.append
+    server = await start_smtp()
     dialog = await dialogs(server.port)
     await dialog.command("EHLO client.example.net")
     body = (
