@@ -17,6 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import idna
 import msgspec
 import yaml
 
@@ -25,6 +26,9 @@ from appliance.policy.model import MailPolicy
 
 _FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
 _SLASHED = re.compile(r"^/(?P<body>.*)/(?P<flags>[a-z]*)$", re.DOTALL)
+_ASCII_LABEL = re.compile(r"[A-Za-z0-9_-]+")
+_NOT_IN_LOCAL_PART = set('()<>[]:;\\,"')
+"""RFC 5322 specials that cannot stand unquoted in a local part (quoted local parts are not supported)."""
 
 
 def load_policy(path: str | Path) -> MailPolicy:
@@ -132,15 +136,13 @@ def _semantic_problems(policy: MailPolicy, source: str) -> list[Problem]:
             problems.append(Problem(source=source, path=where, reason=(
                 "expected exactly one of address or domain")))
         if match.address is not None:
-            local, at, domain = match.address.partition("@")
-            if not (local and at and domain) or "@" in domain or " " in match.address:
-                problems.append(Problem(source=source, path=f"{where}.address", reason=(
-                    f"expected local@domain, got {match.address!r}")))
+            reason = _address_problem(match.address)
+            if reason:
+                problems.append(Problem(source=source, path=f"{where}.address", reason=reason))
         if match.domain is not None:
-            bare = match.domain.removeprefix("*.")
-            if not bare or "@" in bare or "*" in bare or " " in bare or "." not in bare.strip("."):
-                problems.append(Problem(source=source, path=f"{where}.domain", reason=(
-                    f"expected a domain like acme.com or *.acme.com, got {match.domain!r}")))
+            reason = _domain_problem(match.domain)
+            if reason:
+                problems.append(Problem(source=source, path=f"{where}.domain", reason=reason))
         for j, cap in enumerate(rule.capabilities):
             if not cap or cap.strip() != cap:
                 problems.append(Problem(source=source, path=f"senders[{i}].capabilities[{j}]",
@@ -150,6 +152,90 @@ def _semantic_problems(policy: MailPolicy, source: str) -> list[Problem]:
             problems.append(Problem(source=source, path=f"contentGuards[{i}].reason",
                                     reason="expected a non-empty reason code"))
     return problems
+
+
+def _domain_problem(domain: str) -> str | None:
+    """Why ``domain`` is not a usable ``match.domain`` (``acme.com`` or ``*.acme.com``), or None.
+
+    Refused: the empty string, spaces, an address (``@``), a leading dot
+    (``.acme.com`` would match nothing), ``*`` anywhere but a leading ``*.``,
+    empty labels (``acme..com``), a single label, characters a domain cannot
+    hold and invalid internationalized names. One trailing dot is fine.
+    """
+    if not domain.strip():
+        return f'expected a domain like "acme.com" or "*.acme.com", got {domain!r}'
+    if any(c.isspace() for c in domain):
+        return f"expected a domain without spaces, got {domain!r}"
+    if "@" in domain:
+        local, _, after = domain.rpartition("@")
+        use_address = f'use address = "{domain}" for that one sender, or ' if local and "@" not in local else "use "
+        return f'expected a domain, not an address, got {domain!r}: {use_address}domain = "{after}" for the domain'
+    if domain.startswith(".") and domain.strip(".") and "*" not in domain:
+        bare = domain.lstrip(".")
+        return f'{domain!r} matches nothing: use "*.{bare}" for subdomains or "{bare}" for the domain itself'
+    wildcard = domain.startswith("*.")
+    bare = domain[2:] if wildcard else domain
+    if wildcard and not bare.strip("."):
+        return f'{domain!r} names no domain: use "*.acme.com" for the subdomains of acme.com'
+    if "*" in bare:
+        return f'only a leading "*." is a wildcard (as in "*.acme.com"), got {domain!r}'
+    return _name_problem(domain, bare)
+
+
+def _address_problem(address: str) -> str | None:
+    """Why ``address`` is not a usable ``match.address`` (an addr-spec like ``boss@acme.com``), or None."""
+    if "<" in address or ">" in address:
+        inner = address[address.find("<") + 1:address.rfind(">")].strip() if "<" in address else ""
+        fix = f': use "{inner}"' if inner.count("@") == 1 and "<" not in inner and ">" not in inner else ""
+        return f"expected the bare address, without a display name or <>, got {address!r}{fix}"
+    if any(c.isspace() for c in address):
+        return f"expected an address without spaces, got {address!r}"
+    if "@" not in address:
+        return f"expected local@domain, got {address!r}"
+    if address.count("@") > 1:
+        return f"expected local@domain with exactly one @, got {address!r}"
+    local, _, domain = address.partition("@")
+    if not local:
+        return f'expected local@domain, got {address!r}: use domain = "{domain}" for a whole domain'
+    special = next((c for c in local if c in _NOT_IN_LOCAL_PART or not c.isprintable()), None)
+    if special is not None:
+        return f"expected local@domain, got {address!r}: the local part cannot hold {special!r}"
+    if "*" in domain:
+        return f'an address names one mailbox, got {address!r}: use domain = "{domain}" to match a domain'
+    if not domain or domain.startswith("."):
+        return f"expected local@domain with a domain like acme.com after the @, got {address!r}"
+    reason = _name_problem(domain, domain, in_address=True)
+    return f"in address {address!r}: {reason}" if reason else None
+
+
+def _name_problem(written: str, name: str, *, in_address: bool = False) -> str | None:
+    """Why the domain name ``name`` (``written`` without its ``*.``) is not one, or None.
+
+    A rule's domain needs two labels at least (``*.com`` is refused); an
+    address may name a single-label host (``root@localhost``).
+    """
+    labels = name.removesuffix(".").split(".")
+    if not name.strip("."):
+        return f'expected a domain like "acme.com", got {written!r}'
+    if "" in labels:
+        return f"{written!r} has an empty label (two dots in a row)"
+    if name.isascii():
+        bad = next((c for c in name.removesuffix(".").replace(".", "") if not _ASCII_LABEL.fullmatch(c)), None)
+        if bad is not None:
+            return f"{written!r} holds {bad!r}; a domain is letters, digits and hyphens between dots"
+        ascii_labels = labels
+    else:
+        try:
+            ascii_labels = idna.encode(name.removesuffix("."), uts46=True).decode("ascii").split(".")
+        except UnicodeError as exc:  # idna.IDNAError included
+            return f"{written!r} is not a valid internationalized domain name: {exc}"
+    if len(labels) < 2 and not in_address:
+        return f'expected a domain like "acme.com" or "*.acme.com", got {written!r} (a single label)'
+    if any(len(label) > 63 for label in ascii_labels):
+        return f"{written!r} has a label over 63 characters"
+    if len(".".join(ascii_labels)) > 253:
+        return f"{written!r} is over 253 characters"
+    return None
 
 
 def _from_module(path: Path) -> MailPolicy:

@@ -37,7 +37,11 @@ class Match(_Wire, frozen=True):
 
     Exactly one of ``address`` or ``domain``. ``domain="acme.com"`` matches that
     domain only; ``domain="*.acme.com"`` matches its subdomains (not acme.com
-    itself). Comparison is case-insensitive in local part and domain.
+    itself). No other form is accepted: ``.acme.com`` (which would match
+    nothing), other wildcards, empty labels and addresses in ``domain`` are
+    refused when the policy loads; one trailing dot is fine. ``address`` is one
+    bare addr-spec, ``boss@acme.com``: exactly one ``@``, no display name.
+    Comparison is case-insensitive in local part and domain.
     """
 
     address: str | None = None

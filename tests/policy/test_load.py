@@ -120,3 +120,77 @@ def test_constructed_policy_round_trips() -> None:
     data = policy_to_builtins(policy)
     assert data["contentGuards"][0]["reject"] == {"pattern": "x", "flags": "im"}
     assert data["senders"][0]["match"]["domain"] == "*.acme.com"
+
+
+def match_problems(tmp_path: Path, **match: str) -> list[str]:
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps({"senders": [{"match": match}]}))
+    return [p.removeprefix(f"{path}: ") for p in problems_of(path)]
+
+
+def test_leading_dot_domain_is_refused_with_the_fix(tmp_path: Path) -> None:
+    # ".acme.com" used to load and then match nothing at all.
+    assert match_problems(tmp_path, domain=".acme.com") == [
+        'senders[0].match.domain: \'.acme.com\' matches nothing: use "*.acme.com" for subdomains '
+        'or "acme.com" for the domain itself']
+
+
+@pytest.mark.parametrize(("domain", "says"), [
+    ("", 'expected a domain like "acme.com" or "*.acme.com"'),
+    ("boss@acme.com", 'use address = "boss@acme.com" for that one sender, or domain = "acme.com"'),
+    ("@acme.com", 'use domain = "acme.com"'),
+    ("acme .com", "without spaces"),
+    (" acme.com", "without spaces"),
+    ("*.", "names no domain"),
+    ("*", 'only a leading "*." is a wildcard'),
+    ("*acme.com", 'only a leading "*." is a wildcard'),
+    ("a.*.acme.com", 'only a leading "*." is a wildcard'),
+    ("acme..com", "empty label"),
+    ("acme.com..", "empty label"),
+    (".", 'expected a domain like "acme.com"'),
+    ("acme", "single label"),
+    ("*.com", "single label"),
+    ("acme,com", "holds ','"),
+    ("acme.com/", "holds '/'"),
+    ("bü_cher.de", "not a valid internationalized domain name"),
+    ("a" * 64 + ".com", "over 63 characters"),
+])
+def test_nonsense_domains_are_refused_clearly(tmp_path: Path, domain: str, says: str) -> None:
+    [problem] = match_problems(tmp_path, domain=domain)
+    assert problem.startswith("senders[0].match.domain: ")
+    assert says in problem
+
+
+@pytest.mark.parametrize("domain", ["acme.com", "acme.com.", "*.acme.com", "*.acme.com.", "Example.COM",
+                                    "bücher.de", "straße.de", "*.review.localhost", "xn--bcher-kva.de"])
+def test_domain_forms_that_load(tmp_path: Path, domain: str) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps({"senders": [{"match": {"domain": domain}}]}))
+    assert load_policy(path).senders[0].match.domain == domain
+
+
+@pytest.mark.parametrize(("address", "says"), [
+    ("boss", "expected local@domain, got 'boss'"),
+    ("boss@acme@com", "exactly one @"),
+    ("@acme.com", 'use domain = "acme.com" for a whole domain'),
+    ("boss@", "a domain like acme.com after the @"),
+    ("Boss <boss@acme.com>", 'without a display name or <>, got \'Boss <boss@acme.com>\': use "boss@acme.com"'),
+    ("<boss@acme.com>", 'use "boss@acme.com"'),
+    ("boss @acme.com", "without spaces"),
+    ("bo,ss@acme.com", "cannot hold ','"),
+    ("boss@*.acme.com", 'use domain = "*.acme.com"'),
+    ("boss@.acme.com", "a domain like acme.com after the @"),
+    ("boss@acme..com", "empty label"),
+])
+def test_address_must_be_one_bare_addr_spec(tmp_path: Path, address: str, says: str) -> None:
+    [problem] = match_problems(tmp_path, address=address)
+    assert problem.startswith("senders[0].match.address: ")
+    assert says in problem
+
+
+@pytest.mark.parametrize("address", ["boss@acme.com", "BOSS@Acme.COM", "a+tag@example.org", "info@bücher.de",
+                                     "root@localhost", "boss@acme.com."])
+def test_address_forms_that_load(tmp_path: Path, address: str) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps({"senders": [{"match": {"address": address}}]}))
+    assert load_policy(path).senders[0].match.address == address
