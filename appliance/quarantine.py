@@ -17,7 +17,16 @@ import msgspec
 
 from appliance.audit import record_event
 from appliance.delivery.jobs import release_held
-from appliance.store import INBOX, QUARANTINE, MessageSummary, delete_message, get_message, list_messages, move_message
+from appliance.store import (
+    INBOX,
+    QUARANTINE,
+    MessageSummary,
+    delete_message,
+    get_message,
+    list_messages,
+    message_agent,
+    move_message,
+)
 
 
 class HeldMessage(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,17 +59,15 @@ def release(con: duckdb.DuckDBPyConnection, email_id: str, *, by: str = "operato
     if not move_message(con, email_id, from_mailbox=QUARANTINE, to_mailbox=INBOX):
         return False
     release_held(con, email_id, time.time())
-    agent = con.execute("SELECT agent FROM messages WHERE email_id = ?", [email_id]).fetchone()
-    record_event(con, "quarantine.released", agent[0] if agent else None, f"{email_id} released by {by}")
+    record_event(con, "quarantine.released", message_agent(con, email_id), f"{email_id} released by {by}")
     return True
 
 
 def delete(con: duckdb.DuckDBPyConnection, email_id: str, *, by: str = "operator") -> bool:
     """Delete a held message and discard its delivery; False when it is not held."""
-    agent = con.execute("SELECT agent FROM messages WHERE email_id = ? AND mailbox = ?",
-                        [email_id, QUARANTINE]).fetchone()
+    agent = message_agent(con, email_id, mailbox=QUARANTINE)
     if agent is None or not delete_message(con, email_id, mailbox=QUARANTINE):
         return False
     con.execute("UPDATE deliveries SET status = 'discarded' WHERE email_id = ? AND status = 'held'", [email_id])
-    record_event(con, "quarantine.deleted", agent[0], f"{email_id} deleted by {by}")
+    record_event(con, "quarantine.deleted", agent, f"{email_id} deleted by {by}")
     return True

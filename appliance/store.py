@@ -3,6 +3,11 @@
 Raw bytes live in the same DuckDB file as the audit log, so a message and its
 decision commit together. Mailboxes: ``inbox`` (dispatched to the agent) and
 ``quarantine`` (held until an operator releases or deletes it).
+
+Threads are per counterpart: a message joins a stored thread only through a
+message exchanged with its own sender (``_exchanged_with``), so naming
+someone else's Message-ID or subject does not reach into their thread (or
+spend its token budget).
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ __all__ = [
     "get_message",
     "list_messages",
     "may_join_thread",
+    "message_agent",
     "move_message",
     "resolve_thread",
     "save_message",
     "subject_key",
 ]
 
+import hashlib
 import re
 from datetime import datetime, timedelta
 
@@ -29,7 +36,7 @@ import duckdb
 import msgspec
 
 from appliance.database import Batch
-from appliance.message import ParsedMessage, thread_root
+from appliance.mail import ParsedMessage, normalize_address, thread_root
 
 INBOX = "inbox"
 QUARANTINE = "quarantine"
@@ -70,28 +77,65 @@ def may_join_thread(parsed: ParsedMessage) -> bool:
     return bool(parsed.references or parsed.in_reply_to or _REPLY_PREFIX.match(parsed.subject))
 
 
+def _exchanged_with(address: str) -> tuple[str, list[object]]:
+    """The SQL condition, and its parameters, for "this stored message was exchanged with ``address``".
+
+    This is the one rule for joining a thread: a new message from ``address``
+    continues a stored thread only through a message exchanged with that same
+    counterpart. Otherwise anyone who learns a Message-ID (a forward, a CC, a
+    quoted header) or a subject could join the thread and spend its budget.
+
+    - A message received (``inbox``, ``quarantine``): its counterpart is its
+      sender, the RFC 5322 From address the gate matched.
+    - A message the agent sent (the ``sent`` mailbox to come): its counterparts
+      will be its recipients. That mailbox needs them stored (a recipients
+      column) and a branch here, e.g. ``OR (mailbox = 'sent' AND
+      list_contains(recipients, ?))``.
+    - Any other mailbox is exchanged with nobody: nothing joins through it.
+
+    Addresses are compared whole and case-insensitively; the same domain is not
+    enough (a colleague's reply to a message from boss@acme.com starts its own
+    thread).
+    """
+    return "(mailbox IN (?, ?) AND lower(sender) = ?)", [INBOX, QUARANTINE, normalize_address(address)]
+
+
+def _own_thread(parsed: ParsedMessage) -> str:
+    """The id of the thread a message starts when it joins none: its header root, scoped to its sender.
+
+    Scoped so that a message naming another sender's Message-ID (known or not
+    yet stored) cannot land in the thread that Message-ID roots; a sender's
+    replies that name the same root still meet in one thread.
+    """
+    key = f"{thread_root(parsed)}\n{normalize_address(parsed.sender.address)}"
+    return "T" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:16]
+
+
 def resolve_thread(con: duckdb.DuckDBPyConnection, agent: str, parsed: ParsedMessage, now: datetime) -> str:
     """The thread a new message joins: by References/In-Reply-To, then by normalized subject.
 
-    Subject threading applies only to replies (a ``Re:``-style prefix) and to
-    messages of the last 30 days, so unrelated mail with a common subject
-    ("Hello") does not merge into one thread.
+    Either way only through a stored message exchanged with the new message's
+    sender (``_exchanged_with``). Subject threading applies only to replies (a
+    ``Re:``-style prefix) and to messages of the last 30 days, so unrelated
+    mail with a common subject ("Hello") does not merge into one thread. A
+    message that joins nothing starts its own thread (``_own_thread``).
     """
+    exchanged, counterpart = _exchanged_with(parsed.sender.address)
     refs = [*parsed.references, *([parsed.in_reply_to] if parsed.in_reply_to else [])]
     if refs:
         found = con.execute(
             f"SELECT thread_id FROM messages WHERE agent = ? AND message_id IN ({', '.join('?' for _ in refs)}) "
-            "ORDER BY received_at DESC LIMIT 1", [agent, *refs]).fetchone()
+            f"AND {exchanged} ORDER BY received_at DESC LIMIT 1", [agent, *refs, *counterpart]).fetchone()
         if found:
             return str(found[0])
     if _REPLY_PREFIX.match(parsed.subject):
         found = con.execute(
-            "SELECT thread_id FROM messages WHERE agent = ? AND subject_key = ? AND received_at >= ? "
+            f"SELECT thread_id FROM messages WHERE agent = ? AND subject_key = ? AND received_at >= ? AND {exchanged} "
             "ORDER BY received_at DESC LIMIT 1",
-            [agent, subject_key(parsed.subject), now - _SUBJECT_THREAD_WINDOW]).fetchone()
+            [agent, subject_key(parsed.subject), now - _SUBJECT_THREAD_WINDOW, *counterpart]).fetchone()
         if found:
             return str(found[0])
-    return thread_root(parsed)
+    return _own_thread(parsed)
 
 
 _MESSAGE_COLUMNS = ("email_id", "agent", "mailbox", "thread_id", "message_id", "subject", "subject_key", "sender",
@@ -131,6 +175,13 @@ def get_message(con: duckdb.DuckDBPyConnection, email_id: str) -> StoredMessage 
     if row is None:
         return None
     return StoredMessage(**dict(zip(cols.split(", "), row, strict=True)))
+
+
+def message_agent(con: duckdb.DuckDBPyConnection, email_id: str, *, mailbox: str | None = None) -> str | None:
+    """The agent a stored message belongs to (only when it is in ``mailbox``, when given), or None."""
+    query = "SELECT agent FROM messages WHERE email_id = ?" + (" AND mailbox = ?" if mailbox else "")
+    row = con.execute(query, [email_id, *([mailbox] if mailbox else [])]).fetchone()
+    return str(row[0]) if row else None
 
 
 def move_message(con: duckdb.DuckDBPyConnection, email_id: str, *, from_mailbox: str, to_mailbox: str) -> bool:
