@@ -3,7 +3,11 @@
 ``APPLIANCE_<SECTION>_<KEY>`` overrides ``[section] key`` (``APPLIANCE_SMTP_LISTEN``),
 and ``APPLIANCE_<KEY>`` a top-level key (``APPLIANCE_MODE``). Values are
 parsed as TOML scalars when they can be (numbers, booleans, arrays), else kept
-as strings. Relative paths are relative to the configuration file.
+as strings; a bad value is reported under the variable's name, not the file's.
+Relative paths are relative to the configuration file.
+
+``environment_warnings`` lists the secrets the configuration names but the
+environment does not hold (``appliance run`` logs one line for each).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ __all__ = [
     "DnsConfig",
     "HookConfig",
     "HttpConfig",
+    "ReadingConfig",
     "SmtpConfig",
+    "environment_warnings",
     "load_config",
     "parse_hostport",
 ]
@@ -31,7 +37,7 @@ import msgspec
 from appliance.errors import ConfigError, Problem
 from appliance.mailauth.dns import parse_nameserver
 
-_SECTIONS = frozenset({"http", "smtp", "dns", "hook", "delivery"})
+_SECTIONS = frozenset({"http", "smtp", "dns", "hook", "delivery", "reading"})
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -43,6 +49,9 @@ class HttpConfig(_Section, frozen=True):
     """Where the HTTP API (hook, agent API, admin, metrics) listens, ``host:port``."""
     admin_token_env: str = "APPLIANCE_ADMIN_TOKEN"
     """Environment variable holding the admin API's bearer token; one is generated into data_dir when unset."""
+    metrics_token_env: str | None = None
+    """Environment variable holding a bearer token that may read ``/metrics`` and nothing else (for a
+    Prometheus scraper); unset, only the admin token may."""
 
 
 class SmtpConfig(_Section, frozen=True):
@@ -56,9 +65,31 @@ class SmtpConfig(_Section, frozen=True):
     """Seconds a client may stay silent between commands (RFC 5321 4.5.3.2 suggests 5 minutes)."""
     data_timeout: Annotated[float, msgspec.Meta(gt=0)] = 600.0
     """Seconds a whole DATA transfer may take."""
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 500
+    """Open SMTP sessions in all; beyond it a new client gets 421 4.7.0 and is closed."""
+    max_connections_per_ip: Annotated[int, msgspec.Meta(ge=1)] = 20
+    """Open SMTP sessions from one client address (an IPv6 client counts by its /64)."""
     tls_cert: str | None = None
     """PEM certificate chain; STARTTLS is offered when set (with tls_key)."""
     tls_key: str | None = None
+
+
+class ReadingConfig(_Section, frozen=True):
+    """How much work reading one message may cost before it is refused (both intakes)."""
+
+    processes: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Reader processes that parse and extract messages off the event loop; 0 means one per core."""
+    deadline: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """Seconds reading one message may take; past it the reader is killed and the message refused
+    (``message_too_complex``, 550 5.6.0)."""
+    memory_mb: Annotated[int, msgspec.Meta(ge=64)] = 2048
+    """Address space of each reader process, in MiB; a message needing more is refused."""
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 262_144
+    """Size of the header block; over it the message is refused (552 5.3.4, ``message_too_large``)."""
+    max_header_fields: Annotated[int, msgspec.Meta(ge=10)] = 1_000
+    """Header fields in the header block; over it ``message_too_complex``."""
+    max_header_line: Annotated[int, msgspec.Meta(ge=78)] = 998
+    """Octets of one header line (RFC 5322 2.1.1); over it ``malformed_message``."""
 
 
 class DnsConfig(_Section, frozen=True):
@@ -106,6 +137,7 @@ class ApplianceConfig(_Section, frozen=True):
     dns: DnsConfig = msgspec.field(default_factory=DnsConfig)
     hook: HookConfig = msgspec.field(default_factory=HookConfig)
     delivery: DeliveryConfig = msgspec.field(default_factory=DeliveryConfig)
+    reading: ReadingConfig = msgspec.field(default_factory=ReadingConfig)
     agents: list[AgentConfig] = msgspec.field(default_factory=list)
     base_dir: str = "."
     """Directory of the configuration file (set by the loader; relative paths resolve against it)."""
@@ -145,29 +177,45 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> A
         raise ConfigError([Problem(source=source, path="", reason=exc.strerror or str(exc))]) from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(source=source, path="", reason=f"not valid TOML: {exc}")]) from exc
-    _apply_environment(data, os.environ if environ is None else environ)
+    overrides = _apply_environment(data, os.environ if environ is None else environ)
     data["base_dir"] = str(path.resolve().parent)
     try:
         config = msgspec.convert(data, ApplianceConfig)
     except msgspec.ValidationError as exc:
-        raise ConfigError([Problem.from_validation(source, exc, ApplianceConfig)]) from exc
-    problems = _semantic_problems(config, source)
+        raise ConfigError([_blame(Problem.from_validation(source, exc, ApplianceConfig), overrides)]) from exc
+    problems = [_blame(p, overrides) for p in _semantic_problems(config, source)]
     if problems:
         raise ConfigError(problems)
     return config
 
 
-def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    """Apply the ``APPLIANCE_*`` overrides to ``data``; return field path -> variable name for each."""
     sections = _SECTIONS
+    overrides: dict[str, str] = {}
     for name, value in environ.items():
         if not name.startswith("APPLIANCE_"):
             continue
         rest = name[len("APPLIANCE_"):].lower()
         section, _, key = rest.partition("_")
         if section in sections and key:
-            data.setdefault(section, {})[key] = _env_value(value)
+            target = data.setdefault(section, {})
+            if not isinstance(target, dict):  # ``smtp = 1`` in the file: that is the file's fault
+                continue
+            target[key] = _env_value(value)
+            overrides[f"{section}.{key}"] = name
         elif rest in ApplianceConfig.__struct_fields__ and rest not in sections and rest != "agents":
             data[rest] = _env_value(value)
+            overrides[rest] = name
+    return overrides
+
+
+def _blame(problem: Problem, overrides: Mapping[str, str]) -> Problem:
+    """The problem as the environment variable's when the faulty field came from one."""
+    for field, name in overrides.items():
+        if problem.path == field or problem.path.startswith((f"{field}.", f"{field}[")):
+            return Problem(source=f"environment variable {name}", path=problem.path, reason=problem.reason)
+    return problem
 
 
 def _env_value(value: str) -> Any:
@@ -212,3 +260,27 @@ def _semantic_problems(config: ApplianceConfig, source: str) -> list[Problem]:
             problems.append(Problem(source=source, path=f"agents[{i}].webhook_secret_env",
                                     reason="a webhook_url needs webhook_secret_env (webhooks are always signed)"))
     return problems
+
+
+def environment_warnings(config: ApplianceConfig, environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per secret the configuration names but the environment leaves unset or empty."""
+    env = os.environ if environ is None else environ
+
+    def unset(name: str | None) -> bool:
+        return bool(name) and not env.get(name or "", "").strip()
+
+    warnings: list[str] = []
+    for agent in config.agents:
+        if agent.webhook_url is not None and unset(agent.webhook_secret_env):
+            warnings.append(f"agent {agent.address}: webhook secret ${agent.webhook_secret_env} is not set; "
+                            f"its webhooks fail (and are retried) until it is")
+        if unset(agent.api_key_env):
+            warnings.append(f"agent {agent.address}: API key ${agent.api_key_env} is not set; "
+                            f"its event stream, message and usage calls are refused (401)")
+    if config.mode == "stalwart" and unset(config.hook.secret_env):
+        warnings.append(f"hook: ${config.hook.secret_env} is not set; "
+                        f"every call of Stalwart's MTA hook is refused (401)")
+    if unset(config.http.metrics_token_env):
+        warnings.append(f"http: metrics token ${config.http.metrics_token_env} is not set; "
+                        f"only the admin token may read /metrics")
+    return warnings

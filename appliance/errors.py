@@ -5,6 +5,8 @@
     │   ├── PolicyError            a policy document that does not validate
     │   └── ConfigError            an appliance configuration that does not validate
     ├── MalformedMessage           a message the gate refuses to interpret (step 1)
+    ├── MessageTooLarge            a message (or its header block) over a configured size
+    ├── MessageTooComplex          a message whose structure would cost more work than allowed
     └── DnsTemporaryError          DNS trouble: never a pass, always a tempfail
 """
 
@@ -16,6 +18,8 @@ __all__ = [
     "DnsTemporaryError",
     "InputError",
     "MalformedMessage",
+    "MessageTooComplex",
+    "MessageTooLarge",
     "PolicyError",
     "Problem",
 ]
@@ -112,6 +116,14 @@ class ConfigError(InputError):
 
 class MalformedMessage(ApplianceError):
     """The message cannot be interpreted safely (e.g. not exactly one From mailbox)."""
+
+
+class MessageTooLarge(ApplianceError):
+    """The message, or a part of it with its own limit (the header block), is over its size limit."""
+
+
+class MessageTooComplex(ApplianceError):
+    """Reading the message would cost more than its limits allow (fields, parts, nesting, time)."""
 
 
 class DnsTemporaryError(ApplianceError):

@@ -25,9 +25,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from appliance.audit import apply_retention, record_event
 from appliance.config import ApplianceConfig
 from appliance.counters import PersistentLimits
-from appliance.database import Database, utc
+from appliance.database import Database, private_file, utc
 from appliance.delivery.dispatcher import Dispatcher, start_dispatcher
 from appliance.intake.reception import Reception
+from appliance.mail import ReaderPool, ReadingLimits
 from appliance.mailauth import DnsResolver, OfflineResolver
 from appliance.policy.book import PolicyBook, PolicyChange
 
@@ -57,6 +58,8 @@ class Runtime:
         self.agent_keys: dict[str, str] = {}
         """API key -> agent address."""
         self.dispatcher: Dispatcher | None = None
+        self.reader: ReaderPool
+        """The reader processes every message is parsed in, off the event loop."""
 
     @property
     def db_path(self) -> Path:
@@ -72,12 +75,18 @@ class Runtime:
         self.agent_keys = {os.environ[a.api_key_env]: a.address.lower() for a in config.agents
                            if a.api_key_env and os.environ.get(a.api_key_env)}
         limits = await self.db.read(lambda con: PersistentLimits.load(con, time.time()))
+        r = config.reading
+        reading = ReadingLimits(max_header_bytes=r.max_header_bytes, max_header_fields=r.max_header_fields,
+                                max_header_line=r.max_header_line)
+        self.reader = ReaderPool(processes=r.processes, deadline=r.deadline, memory_mb=r.memory_mb, limits=reading)
+        self._stop_hooks.append(self.reader.close)
+        await self.reader.start()
         self.reception = Reception(
             db=self.db, policies=self.policies, limits=limits,
             resolver=OfflineResolver() if config.dns.offline
             else DnsResolver(config.dns.nameservers, timeout=config.dns.timeout),
             hostname=config.hostname, max_message_size=config.smtp.max_message_size,
-            max_body_chars=config.delivery.max_body_chars,
+            max_body_chars=config.delivery.max_body_chars, reader=self.reader, reading=reading,
         )
         self.reception.on_committed = lambda _: self.wake_dispatcher()
         self._start_scheduler()
@@ -124,9 +133,10 @@ class Runtime:
             return token
         path = self.config.data_path / "admin.token"
         if path.exists():
+            private_file(path)  # an older appliance may have left it readable
             return path.read_text().strip()
         token = secrets.token_urlsafe(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # the umask can only narrow 0600
         with os.fdopen(fd, "w") as fh:
             fh.write(token + "\n")
         return token

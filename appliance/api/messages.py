@@ -8,10 +8,8 @@ from __future__ import annotations
 
 __all__ = ["MessageBody", "MessageController"]
 
-import email.policy
+import asyncio
 import re
-from email.message import EmailMessage
-from email.parser import BytesParser
 
 import msgspec
 from litestar import Controller, Request, get
@@ -21,7 +19,7 @@ from litestar.params import FromPath
 from litestar.response import Response
 
 from appliance.api.auth import require_agent
-from appliance.guards import extract_readable
+from appliance.mail import attachment_part, parse_tree, read_message
 from appliance.runtime import Runtime
 from appliance.store import INBOX, StoredMessage, get_message
 
@@ -45,12 +43,6 @@ async def _own(request: Request, state: State, email_id: str) -> StoredMessage: 
     return stored
 
 
-def _parse(raw: bytes) -> EmailMessage:
-    msg = BytesParser(policy=email.policy.default).parsebytes(raw)
-    assert isinstance(msg, EmailMessage)
-    return msg
-
-
 class MessageController(Controller):
     path = "/api/v1/messages"
 
@@ -64,22 +56,24 @@ class MessageController(Controller):
     @get("/{email_id:str}/body")
     async def body(self, request: Request, state: State, email_id: FromPath[str]) -> MessageBody:  # type: ignore[type-arg]
         stored = await _own(request, state, email_id)
-        readable = extract_readable(_parse(stored.raw))
-        return MessageBody(email_id=email_id, text=readable.agent_text, html=readable.html)
+        runtime: Runtime = state.runtime
+        # Read as the gate read it: in a reader process, off the event loop.
+        read = await runtime.reader.read(read_message(stored.raw))
+        if read.readable is None:
+            raise NotFoundException(f"message {email_id} cannot be read")
+        return MessageBody(email_id=email_id, text=read.readable.agent_text, html=read.readable.html)
 
     @get("/{email_id:str}/attachments/{index:int}")
     async def attachment(self, request: Request, state: State, email_id: FromPath[str],  # type: ignore[type-arg]
                          index: FromPath[int]) -> Response[bytes]:
         """The bytes of attachment ``index`` (as numbered in the event's ``attachments``)."""
         stored = await _own(request, state, email_id)
-        parts = list(_parse(stored.raw).iter_attachments())
-        if not 0 <= index < len(parts):
+        found = await asyncio.to_thread(lambda: attachment_part(parse_tree(stored.raw)[1], index))
+        if found is None:
             raise NotFoundException(f"message {email_id} has no attachment {index}")
-        part = parts[index]
-        payload = part.get_payload(decode=True)
-        data = payload if isinstance(payload, bytes) else b""
-        filename = _SAFE_FILENAME.sub("_", part.get_filename() or f"attachment-{index}")
-        return Response(data, media_type=part.get_content_type(), headers={
+        info, data = found
+        filename = _SAFE_FILENAME.sub("_", info.filename or f"attachment-{index}")
+        return Response(data, media_type=info.content_type, headers={
             "content-disposition": f'attachment; filename="{filename}"',
             "x-content-type-options": "nosniff",
         })

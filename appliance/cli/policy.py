@@ -13,9 +13,9 @@ import msgspec
 
 from appliance.errors import InputError, MalformedMessage, Problem
 from appliance.gate import AuthSummary, Decision, Envelope, InMemoryLimits, SmtpReply, TraceStep, assess
-from appliance.guards import extract_readable, scanned_parts
+from appliance.guards import scanned_parts
+from appliance.mail import parse_message, read_for_gate
 from appliance.mailauth import DnsResolver
-from appliance.message import parse_message
 from appliance.policy import MailPolicy, load_policy
 
 
@@ -95,7 +95,8 @@ def run_explain(args: argparse.Namespace) -> int:
         print(render(decision, envelope))
         if parsed is not None and policy.content_guards:
             print("\nscanned text:")
-            for part in scanned_parts(extract_readable(parsed.email)):
+            readable = read_for_gate(raw).readable
+            for part in scanned_parts(readable) if readable is not None else []:
                 text = part.text if len(part.text) <= 200 else part.text[:200] + "…"
                 print(f"  [{part.where}] {text}")
     return 0

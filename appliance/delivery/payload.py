@@ -25,8 +25,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from appliance.gate.decision import Decision
-from appliance.guards import ReadableText
-from appliance.message import ParsedMessage
+from appliance.mail import ParsedMessage, ReadableText
 from appliance.sdk import (
     Attachment,
     Auth,
@@ -79,16 +78,9 @@ def message_data(decision: Decision, parsed: ParsedMessage, readable: ReadableTe
     """Build the ``message.received`` data for a stored message (``received_at`` naive UTC or aware)."""
     text = readable.agent_text
     html = readable.html
-    attachments = []
-    for index, part in enumerate(parsed.email.iter_attachments()):
-        payload = part.get_payload(decode=True)
-        attachments.append(Attachment(
-            index=index,
-            filename=part.get_filename(),
-            content_type=part.get_content_type(),
-            size=len(payload) if isinstance(payload, bytes) else 0,
-            download_path=f"/api/v1/messages/{email_id}/attachments/{index}",
-        ))
+    attachments = [Attachment(index=a.index, filename=a.filename, content_type=a.content_type, size=a.size,
+                              download_path=f"/api/v1/messages/{email_id}/attachments/{a.index}")
+                   for a in parsed.attachments]
     return MessageData(
         agent=decision.agent,
         decision_id=decision.decision_id,

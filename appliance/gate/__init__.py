@@ -1,7 +1,7 @@
 """The policy gate: what may reach an agent, and what it may then do."""
 
 from appliance.gate import reasons
-from appliance.gate.assess import assess, gather, new_decision_id
+from appliance.gate.assess import assess, gather, new_decision_id, read_bytes
 from appliance.gate.decision import AuthSummary, Decision, Envelope, LimitCharge, SmtpReply, TraceStep
 from appliance.gate.evaluate import Facts, evaluate
 from appliance.gate.limits import InMemoryLimits, LimitCounter
@@ -20,5 +20,6 @@ __all__ = [
     "evaluate",
     "gather",
     "new_decision_id",
+    "read_bytes",
     "reasons",
 ]

@@ -7,18 +7,26 @@ given resolver), then the pure ``evaluate``.
 
 from __future__ import annotations
 
-__all__ = ["assess", "gather", "new_decision_id"]
+__all__ = ["assess", "gather", "new_decision_id", "read_bytes"]
 
 import os
 import time
 
-from appliance.errors import MalformedMessage
+from appliance.errors import MalformedMessage, MessageTooComplex, MessageTooLarge
 from appliance.gate.decision import Decision, Envelope
 from appliance.gate.evaluate import Facts, evaluate
 from appliance.gate.limits import LimitCounter
-from appliance.guards import extract_readable
+from appliance.mail import (
+    InlineReader,
+    MessageBytes,
+    Reading,
+    ReadingLimits,
+    Unreadable,
+    read_message,
+    thread_root,
+    unreadable_from,
+)
 from appliance.mailauth import Resolver, authenticate
-from appliance.message import ParsedMessage, parse_message, thread_root
 from appliance.policy import MailPolicy
 
 
@@ -38,43 +46,57 @@ async def assess(
     limits: LimitCounter,
     now: float,
     max_size: int | None = None,
+    reading: ReadingLimits | None = None,
     thread_id: str | None = None,
 ) -> Decision:
     """Decide one message for one agent as the gate does at SMTP DATA time."""
-    facts = await gather(envelope, raw, agent=agent, resolver=resolver, now=now, max_size=max_size,
+    message, unreadable = read_bytes(raw, max_size=max_size, limits=reading)
+    read = await InlineReader(reading).read(message) if message is not None else Reading(unreadable=unreadable)
+    facts = await gather(envelope, raw, message, read, agent=agent, resolver=resolver, now=now, max_size=max_size,
                          thread_id=thread_id)
     return evaluate(policy, facts, limits)
+
+
+def read_bytes(raw: bytes, *, max_size: int | None = None, limits: ReadingLimits | None = None
+               ) -> tuple[MessageBytes | None, Unreadable | None]:
+    """The one byte-level reading of ``raw``, or why there is none.
+
+    A message over ``max_size`` is not read at all: the gate refuses it on its size.
+    """
+    if max_size is not None and len(raw) > max_size:
+        return None, None
+    try:
+        return read_message(raw, limits), None
+    except (MalformedMessage, MessageTooLarge, MessageTooComplex) as exc:
+        return None, unreadable_from(exc)
 
 
 async def gather(
     envelope: Envelope,
     raw: bytes,
+    message: MessageBytes | None,
+    read: Reading,
     *,
     agent: str,
     resolver: Resolver,
     now: float,
     max_size: int | None = None,
-    parsed: ParsedMessage | None = None,
     thread_id: str | None = None,
+    size: int | None = None,
 ) -> Facts:
-    """Establish the facts the gate decides on: parse, extract, authenticate.
+    """Establish the facts the gate decides on from a message's reading: authenticate it.
 
-    ``parsed`` saves a second parse when the caller already has one;
-    ``thread_id`` overrides the header-derived thread (the store knows more).
+    ``message`` is the one byte-level reading of ``raw`` (``read_bytes``) and
+    ``read`` its parse and readable text (``read_for_gate``, run by a reader);
+    DKIM verifies those same bytes. ``thread_id`` overrides the header-derived
+    thread (the store knows more); ``size`` the message's size when ``raw`` is
+    not the whole of it (an intake that refused it while receiving).
     """
-    malformed: str | None = None
-    if parsed is None:
-        try:
-            parsed = parse_message(raw)
-        except MalformedMessage as exc:
-            malformed = str(exc)
+    parsed = read.parsed
     auth = None
-    readable = None
-    too_large = max_size is not None and len(raw) > max_size
-    if parsed is not None and not too_large:
-        readable = extract_readable(parsed.email)
+    if parsed is not None and message is not None and read.readable is not None:
         auth = await authenticate(
-            raw,
+            message.data,
             client_ip=envelope.client_ip,
             helo=envelope.helo,
             mail_from=envelope.mail_from,
@@ -86,11 +108,12 @@ async def gather(
         decision_id=new_decision_id(now),
         agent=agent.lower(),
         envelope=envelope,
-        size=len(raw),
+        size=len(raw) if size is None else size,
         max_size=max_size,
+        message=message,
         parsed=parsed,
-        malformed=malformed,
-        readable=readable,
+        unreadable=read.unreadable,
+        readable=read.readable,
         auth=auth,
         thread_id=thread_id or (thread_root(parsed) if parsed is not None else "T-none"),
         now=now,

@@ -78,6 +78,11 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     guard: GuardHit | None = None
 
     @property
+    def detail(self) -> str:
+        """What the deciding step found (the last step of the trace), e.g. why a message is malformed."""
+        return self.trace[-1].detail if self.trace else ""
+
+    @property
     def dispatched(self) -> bool:
         """True when the agent is to receive the message."""
         return self.action == "accept"

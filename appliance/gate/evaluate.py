@@ -7,7 +7,7 @@ gathers those facts for the SMTP intake, the Stalwart hook and the CLI alike.
 
 from __future__ import annotations
 
-__all__ = ["Facts", "evaluate"]
+__all__ = ["Facts", "Unreadable", "evaluate"]
 
 import msgspec
 
@@ -17,9 +17,9 @@ from appliance.gate.limits import DAY, HOUR, MINUTE, LimitCounter, day_key, rate
 from appliance.gate.loop import automatic_mail_reason
 from appliance.gate.sender import match_sender, rule_key
 from appliance.gate.tokens import estimate_tokens
-from appliance.guards import GuardHit, ReadableText, scan
+from appliance.guards import GuardHit, scan
+from appliance.mail import MessageBytes, ParsedMessage, ReadableText, Unreadable
 from appliance.mailauth.results import AuthResults
-from appliance.message import ParsedMessage
 from appliance.policy import Action, MailPolicy, SenderRule
 
 
@@ -33,9 +33,11 @@ class Facts(msgspec.Struct, frozen=True, kw_only=True):
     size: int
     """Length of the raw message in bytes."""
     max_size: int | None
+    message: MessageBytes | None
+    """The bytes as read once (``appliance.mail``); None when they could not be read."""
     parsed: ParsedMessage | None
-    """None when strict parsing failed; ``malformed`` then says why."""
-    malformed: str | None
+    """None when reading or strict parsing failed; ``unreadable`` then says why."""
+    unreadable: Unreadable | None
     readable: ReadableText | None
     auth: AuthResults | None
     thread_id: str
@@ -52,6 +54,7 @@ _REPLIES: dict[str, SmtpReply] = {
         (reasons.DMARC_REQUIRED, 550, "5.7.1", "DMARC must pass for the From domain"),
         (reasons.MALFORMED_MESSAGE, 550, "5.6.0", "Malformed message"),
         (reasons.MESSAGE_TOO_LARGE, 552, "5.3.4", "Message too big for this agent"),  # RFC 1870
+        (reasons.MESSAGE_TOO_COMPLEX, 550, "5.6.0", "Message too complex to read"),
         (reasons.RATE_LIMITED, 451, "4.7.1", "Rate limit exceeded, try again later"),
         (reasons.TOKEN_BUDGET_EXHAUSTED, 550, "5.7.1", "Token budget exhausted"),
         (reasons.DNS_TEMPORARY_FAILURE, 451, "4.4.3", "Temporary DNS failure, try again later"),  # RFC 3463
@@ -87,10 +90,11 @@ class _Evaluation:
         if facts.max_size is not None and facts.size > facts.max_size:
             self.note("size", "fail", f"{facts.size} bytes exceeds the limit of {facts.max_size}")
             return self.finish("bounce", reasons.MESSAGE_TOO_LARGE)
-        if facts.parsed is None or facts.readable is None:
-            self.note("parse", "fail", facts.malformed or "message could not be parsed")
-            return self.finish("bounce", reasons.MALFORMED_MESSAGE)
-        parsed = facts.parsed
+        if facts.parsed is None or facts.readable is None or facts.message is None:
+            unread = facts.unreadable or Unreadable(reason="malformed_message", detail="message could not be parsed")
+            self.note("parse", "fail", unread.detail)
+            return self.finish("bounce", unread.reason)
+        parsed, message = facts.parsed, facts.message
         self.note("parse", "pass", f"From <{parsed.sender.address}>")
 
         self.rule = match_sender(self.policy, parsed.sender.address)
@@ -111,7 +115,7 @@ class _Evaluation:
         guarded = self.content(facts.readable)
         if guarded is not None:
             return guarded
-        loop = automatic_mail_reason(parsed, facts.envelope, facts.agent)
+        loop = automatic_mail_reason(parsed, message, facts.envelope, facts.agent)
         if loop is not None:
             self.note("loop", "fail", loop)
             return self.finish("drop", reasons.LOOP_SUSPECTED)

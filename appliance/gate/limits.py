@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = ["DAY", "HOUR", "MINUTE", "InMemoryLimits", "LimitCounter", "day_key", "rate_key", "thread_key"]
 
 import bisect
+import contextlib
 from collections import defaultdict, deque
 from typing import Protocol
 
@@ -77,6 +78,20 @@ class InMemoryLimits:
             self.add_event(key, now)
         for key in charge.token_keys:
             self.add_tokens(key, charge.tokens, now)
+
+    def withdraw(self, charge: LimitCharge, now: float) -> None:
+        """Undo ``record(charge, now)``: its decision was never committed, so it never happened."""
+        for key in charge.rate_keys:
+            times = self._times.get(key)
+            if times is not None:
+                with contextlib.suppress(ValueError):
+                    times.remove(now)
+        for key in charge.token_keys:
+            self._totals[key] -= charge.tokens
+            window = self._tokens.get(key)
+            if window is not None:
+                with contextlib.suppress(ValueError):
+                    window.remove((now, charge.tokens))
 
     def add_event(self, key: str, at: float) -> None:
         times = self._times[key]

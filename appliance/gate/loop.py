@@ -5,30 +5,32 @@ from __future__ import annotations
 __all__ = ["automatic_mail_reason"]
 
 from appliance.gate.decision import Envelope
-from appliance.message import ParsedMessage
+from appliance.mail import MessageBytes, ParsedMessage
 
 _BULK_PRECEDENCE = frozenset({"bulk", "junk", "list"})
 
 
-def automatic_mail_reason(parsed: ParsedMessage, envelope: Envelope, agent: str) -> str | None:
+def _values(message: MessageBytes, name: str) -> list[str]:
+    """Every copy of a header, unfolded, lowercased, comments left in (they never start a value)."""
+    return [" ".join(v.decode("utf-8", "replace").split()).lower() for v in message.get_all(name)]
+
+
+def automatic_mail_reason(parsed: ParsedMessage, message: MessageBytes, envelope: Envelope,
+                          agent: str) -> str | None:
     """Why this message must not be dispatched as ordinary mail, or None when it may."""
-    msg = parsed.email
     if envelope.mail_from == "":
         return "null envelope sender (a bounce or other notification, RFC 5321 4.5.5)"
-    content_type = msg.get_content_type()
-    report_type = str(msg.get_param("report-type", "", header="content-type") or "").lower()
-    if content_type == "multipart/report" and report_type in ("delivery-status", "disposition-notification"):
+    report_type = parsed.report_type
+    if parsed.content_type == "multipart/report" and report_type in ("delivery-status", "disposition-notification"):
         return f"{report_type} report (RFC 3464 / RFC 8098)"
     # Every copy of a header counts: a leading "Auto-Submitted: no" must not hide a second one.
-    for value in msg.get_all("Auto-Submitted") or []:
-        auto = str(value or "").strip().lower()
-        if auto and auto.split(";")[0].strip() != "no":
+    for auto in _values(message, "Auto-Submitted"):
+        if auto and auto.split(";")[0].split("(")[0].strip() != "no":
             return f"Auto-Submitted: {auto} (RFC 3834)"
-    for value in msg.get_all("Precedence") or []:
-        precedence = str(value or "").strip().lower()
-        if precedence in _BULK_PRECEDENCE:
+    for precedence in _values(message, "Precedence"):
+        if precedence.split("(")[0].strip() in _BULK_PRECEDENCE:
             return f"Precedence: {precedence}"
-    if msg.get("X-Auto-Response-Suppress") is not None:
+    if message.get_all("X-Auto-Response-Suppress"):
         return "X-Auto-Response-Suppress present (automatic message)"
     if parsed.sender.address == agent or envelope.mail_from.lower() == agent:
         return "message from the agent's own address"

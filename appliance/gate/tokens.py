@@ -10,7 +10,7 @@ from __future__ import annotations
 
 __all__ = ["estimate_tokens"]
 
-from appliance.guards import ReadableText
+from appliance.mail import ReadableText
 
 CHARS_PER_TOKEN = 4
 

@@ -22,10 +22,21 @@ from appliance.counters import PersistentLimits
 from appliance.database import Batch, Database, utc
 from appliance.delivery.jobs import enqueue
 from appliance.delivery.payload import EventData, message_data, quarantine_data
-from appliance.errors import MalformedMessage
-from appliance.gate import Decision, Envelope, evaluate, gather
+from appliance.gate import Decision, Envelope, evaluate, gather, read_bytes
+from appliance.mail import (
+    InlineReader,
+    MessageBytes,
+    MessageReader,
+    ParsedMessage,
+    Reading,
+    ReadingLimits,
+    Unreadable,
+    sniff_message_id,
+    split_header,
+    trace_fields,
+    without_forged_trace,
+)
 from appliance.mailauth import Resolver
-from appliance.message import ParsedMessage, parse_message, sniff_message_id, without_forged_trace
 from appliance.policy import MailPolicy
 from appliance.policy.book import PolicyBook
 from appliance.store import INBOX, QUARANTINE, StoredMessage, may_join_thread, resolve_thread, save_message
@@ -45,7 +56,8 @@ class Reception:
     """Decides and durably records messages for the configured agents."""
 
     def __init__(self, *, db: Database, policies: PolicyBook, resolver: Resolver, limits: PersistentLimits,
-                 hostname: str, max_message_size: int, max_body_chars: int = 100_000) -> None:
+                 hostname: str, max_message_size: int, max_body_chars: int = 100_000,
+                 reader: MessageReader | None = None, reading: ReadingLimits | None = None) -> None:
         self.db = db
         self.policies = policies
         self.resolver = resolver
@@ -53,34 +65,49 @@ class Reception:
         self.hostname = hostname
         self.max_message_size = max_message_size
         self.max_body_chars = max_body_chars
+        self.reading = reading or ReadingLimits()
+        self.reader: MessageReader = reader or InlineReader(self.reading)
+        """Where messages are parsed and their text extracted (reader processes in a running appliance)."""
         self.on_committed: Callable[[Received], None] | None = None
         """Called after each committed decision, whichever intake it came from (wakes the dispatcher)."""
 
     def is_agent(self, address: str) -> bool:
         return self.policies.get(address) is not None
 
-    async def receive(self, envelope: Envelope, raw: bytes, *, agent: str, intake: str) -> Received:
-        """Decide ``raw`` for ``agent`` and commit everything the decision implies."""
+    async def receive(self, envelope: Envelope, raw: bytes, *, agent: str, intake: str,
+                      refused: Unreadable | None = None, size: int | None = None) -> Received:
+        """Decide ``raw`` for ``agent`` and commit everything the decision implies.
+
+        ``refused``: the intake could not take the message in whole (over SIZE, a line too
+        long); it is decided and audited as unreadable, ``size`` saying how big it was.
+        """
         started = time.perf_counter()
         now = time.time()
         agent = agent.lower()
         policy = self.policies.get(agent)
         if policy is None:
             raise KeyError(f"{agent} is not an agent of this appliance")
-        parsed = _try_parse(raw)
+        if refused is not None:
+            message, read = None, Reading(unreadable=refused)
+        else:
+            message, unreadable = read_bytes(raw, max_size=self.max_message_size, limits=self.reading)
+            read = await self.reader.read(message) if message is not None else Reading(unreadable=unreadable)
+        parsed = read.parsed
         thread_id = None
         if parsed is not None and may_join_thread(parsed):
             thread_id = await self.db.read(lambda con: resolve_thread(con, agent, parsed, utc(now)))
-        facts = await gather(envelope, raw, agent=agent, resolver=self.resolver, now=now,
-                             max_size=self.max_message_size, parsed=parsed, thread_id=thread_id)
+        facts = await gather(envelope, raw, message, read, agent=agent, resolver=self.resolver, now=now,
+                             max_size=self.max_message_size, thread_id=thread_id, size=size)
         decision = evaluate(policy, facts, self.limits)
         readable = facts.readable
         if decision.charge is not None:
-            # Count before the first await so concurrent messages see each other (no overshoot).
+            # Counted now, before the first await, so concurrent messages see each other (no
+            # overshoot); withdrawn below if the commit fails, so only committed decisions count.
             self.limits.record(decision.charge, now)
         latency_ms = (time.perf_counter() - started) * 1000
-        record = _record(decision, envelope, parsed, raw, policy, intake=intake, now=now, latency_ms=latency_ms)
-        stored = self._stored_copy(decision, parsed, raw, now)
+        record = _record(decision, envelope, parsed, message, raw, policy, intake=intake, now=now, size=facts.size,
+                         latency_ms=latency_ms)
+        stored = self._stored_copy(decision, parsed, message, now)
 
         # Payloads are built here, not in the writer thread, which must only write.
         jobs: list[tuple[str, EventData, str]] = []
@@ -107,7 +134,12 @@ class Reception:
                 visible = delivery_id if status == "pending" else visible
             return visible
 
-        delivery_id = await self.db.write_batch(commit)
+        try:
+            delivery_id = await self.db.write_batch(commit)
+        except BaseException:
+            if decision.charge is not None:
+                self.limits.withdraw(decision.charge, now)
+            raise
         received = Received(decision=decision, email_id=stored.email_id if stored else None, delivery_id=delivery_id)
         if self.on_committed is not None:
             try:
@@ -116,12 +148,12 @@ class Reception:
                 log.exception("on_committed callback failed")
         return received
 
-    def _stored_copy(self, decision: Decision, parsed: ParsedMessage | None, raw: bytes,
+    def _stored_copy(self, decision: Decision, parsed: ParsedMessage | None, message: MessageBytes | None,
                      now: float) -> StoredMessage | None:
-        if decision.action not in ("accept", "quarantine") or parsed is None:
+        if decision.action not in ("accept", "quarantine") or parsed is None or message is None:
             return None
         header = self.trace_headers(decision)
-        raw = without_forged_trace(raw, self.hostname)
+        raw = without_forged_trace(message, self.hostname)
         return StoredMessage(
             email_id="e" + decision.decision_id[1:],
             agent=decision.agent,
@@ -140,28 +172,16 @@ class Reception:
     def trace_headers(self, decision: Decision) -> bytes:
         """Our Authentication-Results (RFC 8601) and decision header, prepended to the stored copy."""
         a = decision.auth
-        results = (f"Authentication-Results: {self.hostname};\r\n"
-                   f"\tspf={a.spf}; dkim={a.dkim}; dmarc={a.dmarc}\r\n")
-        verdict = f"X-Appliance-Decision: {decision.decision_id}; action={decision.action}"
-        if decision.reason:
-            verdict += f"; reason={decision.reason}"
-        return (results + verdict + "\r\n").encode("ascii", "replace")
+        return trace_fields(authserv=self.hostname, spf=a.spf, dkim=a.dkim, dmarc=a.dmarc,
+                            decision_id=decision.decision_id, action=decision.action, reason=decision.reason)
 
 
-def _try_parse(raw: bytes) -> ParsedMessage | None:
-    try:
-        return parse_message(raw)
-    except MalformedMessage:
-        return None
-
-
-def _record(decision: Decision, envelope: Envelope, parsed: ParsedMessage | None, raw: bytes, policy: MailPolicy,
-            *, intake: str, now: float, latency_ms: float) -> DecisionRecord:
+def _record(decision: Decision, envelope: Envelope, parsed: ParsedMessage | None, message: MessageBytes | None,
+            raw: bytes, policy: MailPolicy, *, intake: str, now: float, size: int,
+            latency_ms: float) -> DecisionRecord:
     body_hash = None
     if policy.audit_log.include_body_hash:
-        _, sep, body = raw.partition(b"\r\n\r\n")
-        if not sep:
-            _, _, body = raw.partition(b"\n\n")
+        body = message.body if message is not None else split_header(raw)[1]
         body_hash = hashlib.sha256(body).hexdigest()
     return DecisionRecord(
         decision_id=decision.decision_id,
@@ -183,7 +203,7 @@ def _record(decision: Decision, envelope: Envelope, parsed: ParsedMessage | None
         reason=decision.reason,
         capabilities=list(decision.capabilities),
         estimated_tokens=decision.estimated_tokens,
-        size=len(raw),
+        size=size,
         body_sha256=body_hash,
         latency_ms=round(latency_ms, 3),
         intake=intake,

@@ -12,7 +12,9 @@ from __future__ import annotations
 __all__ = ["IntakeHandler", "SmtpServer", "start_smtp_server"]
 
 import asyncio
+import collections
 import contextlib
+import ipaddress
 import logging
 import ssl
 from typing import Any, AnyStr
@@ -22,8 +24,9 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from aiosmtpd.smtp import Session as SmtpSession
 
 from appliance.config import SmtpConfig, parse_hostport
-from appliance.gate import Envelope
+from appliance.gate import Envelope, reasons
 from appliance.intake.reception import Reception
+from appliance.mail import Unreadable
 
 log = logging.getLogger("appliance.intake.smtp")
 
@@ -32,6 +35,10 @@ TEMPFAIL = "451 4.3.0 Temporary failure, try again later"
 ONE_AGENT = "452 4.5.3 One agent per transaction, send again for this recipient"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 SHUTTING_DOWN = b"421 4.3.2 Service shutting down, try again later\r\n"
+TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections, try again later\r\n"
+TOO_MANY_FROM_YOU = b"421 4.7.0 Too many connections from your address, try again later\r\n"
+ACCEPT_ERROR_INTERVAL = 60.0
+"""Seconds between two log lines saying accept() failed (asyncio retries every second)."""
 STOP_GRACE = 30.0
 """Seconds ``SmtpServer.stop`` waits for transactions in flight before closing them anyway."""
 
@@ -78,15 +85,8 @@ class IntakeHandler:
     async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: SmtpEnvelope) -> str:
         # decode_data=False: original_content is the message as sent, CRLF kept, dot-unstuffed.
         raw = envelope.original_content or b""
-        peer: Any = session.peer
-        client_ip = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or "")
-        mail_from = envelope.mail_from or ""
-        facts = Envelope(
-            client_ip=client_ip,
-            helo=session.host_name or "",
-            mail_from="" if mail_from == "<>" else mail_from,
-            rcpt_to=[r.lower() for r in envelope.rcpt_tos],
-        )
+        facts = _envelope(session, envelope)
+        client_ip = facts.client_ip
         try:
             received = await self.reception.receive(facts, raw, agent=envelope.rcpt_tos[0],
                                                     intake="smtp")
@@ -100,7 +100,36 @@ class IntakeHandler:
         text = _printable(reply.text)
         if 200 <= reply.code < 300:
             text += f" (id {decision.decision_id})"
+        elif decision.reason in _SAY_WHY:
+            # The sender's user reads what is wrong with the message; bounded, it may quote the message.
+            text += ": " + _printable(decision.detail)[:200]
         return f"{reply.code} {reply.enhanced} {text}"
+
+
+    async def refused_in_data(self, session: SmtpSession, envelope: SmtpEnvelope, refusal: Unreadable,
+                              size: int) -> None:
+        """Audit a message aiosmtpd refused while receiving it (too much data, a line too long)."""
+        if not envelope.rcpt_tos:
+            return
+        try:
+            await self.reception.receive(_envelope(session, envelope), b"", agent=envelope.rcpt_tos[0],
+                                         intake="smtp", refused=refusal, size=size)
+        except Exception:  # the client is refused either way; the log says the audit row is missing
+            log.exception("could not audit a refused message for %s", envelope.rcpt_tos[0])
+
+
+_SAY_WHY = frozenset({reasons.MALFORMED_MESSAGE, reasons.MESSAGE_TOO_COMPLEX, reasons.MESSAGE_TOO_LARGE})
+
+
+def _envelope(session: SmtpSession, envelope: SmtpEnvelope) -> Envelope:
+    peer: Any = session.peer
+    mail_from = envelope.mail_from or ""
+    return Envelope(
+        client_ip=str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or ""),
+        helo=session.host_name or "",
+        mail_from="" if mail_from == "<>" else mail_from,
+        rcpt_to=[r.lower() for r in envelope.rcpt_tos],
+    )
 
 
 def _printable(text: str) -> str:
@@ -115,8 +144,23 @@ class _Connection(SMTP):
                  **options: Any) -> None:
         super().__init__(handler, **options)
         self._owner = owner
+        self._intake = handler
         self._data_timeout = data_timeout
         self.in_data = False
+        self.client: str | None = None
+        """The client's address group while admitted (see ``SmtpServer.admit``); None if refused."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.client is None and self.transport is None:  # a new connection, not STARTTLS
+            peer = transport.get_extra_info("peername")
+            refusal = self._owner.admit(self, peer[0] if isinstance(peer, tuple) and peer else "")
+            if refusal is not None:
+                # RFC 5321 3.1: a server may answer 421 at connection time and close.
+                with contextlib.suppress(Exception):
+                    transport.write(refusal)  # type: ignore[attr-defined]
+                transport.close()
+                return
+        super().connection_made(transport)
 
     @property
     def busy(self) -> bool:
@@ -141,11 +185,19 @@ class _Connection(SMTP):
         if isinstance(status, str):
             if status == "250-AUTH ":
                 return  # an MX that authenticates no one does not advertise AUTH
+            refusal = _DATA_REFUSALS.get(status) if self.in_data else None
+            if refusal is not None and self.envelope is not None and self.session is not None:
+                limit = self.data_size_limit or 0
+                await self._intake.refused_in_data(self.session, self.envelope, refusal,
+                                                   limit + 1 if refusal.reason == "message_too_large" else 0)
             await super().push(_STOCK_REPLIES.get(status, status))
         else:
             await super().push(status)
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self.client is None:  # refused at connection time: aiosmtpd never started
+            self._owner._forget(self)
+            return
         try:
             super().connection_lost(error)
         finally:
@@ -172,11 +224,17 @@ class SmtpServer:
         self.stop_grace = stop_grace
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
+        self._per_client: collections.Counter[str] = collections.Counter()
+        self._admitted = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._accept_errors_logged = -ACCEPT_ERROR_INTERVAL
         self.port = 0
+        self.refused_connections = 0
+        """Connections answered 421 for being over a cap (a metric)."""
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
+        self._quiet_accept_errors(loop)
         self._server = await loop.create_server(self._new_connection, host, port)
         self.port = int(self._server.sockets[0].getsockname()[1])
         log.info("SMTP listening on %s:%d%s", host, self.port,
@@ -202,7 +260,45 @@ class SmtpServer:
         self._connections.add(connection)
         return connection
 
+    def admit(self, connection: _Connection, ip: str) -> bytes | None:
+        """Count a new client in; the 421 line to send instead when a cap is reached."""
+        client = _client_group(ip)
+        if self._admitted >= self.config.max_connections:
+            self.refused_connections += 1
+            return TOO_MANY_CONNECTIONS
+        if self._per_client[client] >= self.config.max_connections_per_ip:
+            self.refused_connections += 1
+            return TOO_MANY_FROM_YOU
+        self._per_client[client] += 1
+        self._admitted += 1
+        connection.client = client
+        return None
+
+    def _quiet_accept_errors(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Out of file descriptors, asyncio logs every failed accept(); say it once per interval."""
+        previous = loop.get_exception_handler()
+
+        def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
+                now = loop.time()
+                if now - self._accept_errors_logged >= ACCEPT_ERROR_INTERVAL:
+                    self._accept_errors_logged = now
+                    log.error("SMTP cannot accept connections: %s (%d open; said once per %.0f s)",
+                              context.get("exception"), len(self._connections), ACCEPT_ERROR_INTERVAL)
+                return
+            if previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(handler)
+
     def _forget(self, connection: _Connection) -> None:
+        if connection.client is not None and connection in self._connections:
+            self._admitted -= 1
+            self._per_client[connection.client] -= 1
+            if self._per_client[connection.client] <= 0:
+                del self._per_client[connection.client]
         self._connections.discard(connection)
         task = connection._handler_coroutine
         if task is not None and not task.done():
@@ -241,6 +337,26 @@ class SmtpServer:
         log.info("SMTP server stopped")
 
 
+_DATA_REFUSALS = {
+    "552 Error: Too much mail data": Unreadable(
+        reason="message_too_large", detail="message data exceeds the SIZE limit (RFC 1870)"),
+    "500 Line too long (see RFC5321 4.5.3.1.6)": Unreadable(
+        reason="malformed_message", detail="a line of the message is over 1000 octets (RFC 5321 4.5.3.1.6)"),
+}
+"""aiosmtpd's own refusals during DATA, and the audit reason each stands for."""
+
+
+def _client_group(ip: str) -> str:
+    """The unit a per-client cap counts: the address, or its /64 for IPv6 (one host's usual share)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address.ipv4_mapped or address) if isinstance(address, ipaddress.IPv6Address) else str(address)
+
+
 def _tls_context(config: SmtpConfig) -> ssl.SSLContext | None:
     if not (config.tls_cert and config.tls_key):
         return None
@@ -250,8 +366,26 @@ def _tls_context(config: SmtpConfig) -> ssl.SSLContext | None:
     return context
 
 
+def _enough_descriptors(config: SmtpConfig) -> None:
+    """Raise the soft descriptor limit so the connection caps, not the kernel, bound the sessions."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = config.max_connections + 256  # the database, HTTP clients, webhooks, readers
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            if raised < wanted:
+                log.warning("only %d file descriptors allowed (hard limit); smtp.max_connections = %d may "
+                            "run out of them", raised, config.max_connections)
+    except (ImportError, ValueError, OSError) as exc:
+        log.warning("could not check the file descriptor limit: %s", exc)
+
+
 async def start_smtp_server(config: SmtpConfig, reception: Reception, *, hostname: str) -> SmtpServer:
     """Listen on ``config.listen`` in the running event loop; await ``stop()`` at shutdown."""
+    _enough_descriptors(config)
     host, port = parse_hostport(config.listen, field="smtp.listen")
     handler = IntakeHandler(reception, max_recipients=config.max_recipients)
     server = SmtpServer(config, handler, hostname=hostname, tls_context=_tls_context(config))

@@ -14,6 +14,7 @@ import re
 
 from appliance.gate import Decision, Envelope
 from appliance.intake.reception import Reception
+from appliance.mail import is_forged
 from appliance.stalwart.proto import (
     AddHeader,
     DeleteHeader,
@@ -142,28 +143,17 @@ class MtaHook:
         Deletions come first and from the last one up (indices are 1-based per name and
         shift as headers go); Stalwart prepends added headers.
         """
-        ours = self.reception.hostname.lower()
+        ours = self.reception.hostname
         forged: list[Modification] = []
         counts: dict[str, int] = {}
         for name, value in message.headers:
-            key = name.lower()  # Stalwart counts names case-insensitively, as given
+            key = name.strip().lower()  # Stalwart counts names case-insensitively, as given
             counts[key] = counts.get(key, 0) + 1
-            if (key == "x-appliance-decision"
-                    or (key == "authentication-results" and _authserv_id(value) == ours)):
+            if is_forged(name, value, ours):
                 forged.append(DeleteHeader(index=counts[key], name=name))
         added: list[Modification] = [AddHeader(name=n, value=v)
                                      for n, v in _fields(self.reception.trace_headers(decision))]
         return [*reversed(forged), *added]
-
-
-_FOLD = re.compile(r"\r?\n(?=[ \t])")
-_COMMENT = re.compile(r"\([^()]*\)")
-
-
-def _authserv_id(value: str) -> str:
-    """The authserv-id of an Authentication-Results value (RFC 8601 2.2), lowercased."""
-    text = _COMMENT.sub(" ", _FOLD.sub("", value))
-    return text.partition(";")[0].strip().lower()
 
 
 def _fields(block: bytes) -> list[tuple[str, str]]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from appliance.gate import Envelope, Facts
-from appliance.guards import extract_readable
+from appliance.gate.assess import read_bytes
+from appliance.mail import Reading, read_for_gate, thread_root
 from appliance.mailauth.results import AuthResults, DkimResult, DmarcResult, SpfResult
-from appliance.message import parse_message, thread_root
 
 AGENT = "agent@example.test"
 
@@ -34,15 +34,13 @@ def auth(*, dkim: str = "pass", dkim_domain: str = "acme.com", whole_body: bool 
 def facts(raw: bytes | None = None, *, results: AuthResults | None = None, mail_from: str = "boss@acme.com",
           now: float = 1_800_000_000.0, max_size: int | None = None, thread_id: str | None = None) -> Facts:
     raw = raw if raw is not None else mail()
-    try:
-        parsed = parse_message(raw)
-        malformed = None
-    except Exception as exc:  # MalformedMessage
-        parsed, malformed = None, str(exc)
+    message, unreadable = read_bytes(raw)
+    read = read_for_gate(message) if message is not None else Reading(unreadable=unreadable)
+    parsed = read.parsed
     return Facts(
         decision_id="d-test", agent=AGENT,
         envelope=Envelope(client_ip="203.0.113.5", helo="mail.acme.com", mail_from=mail_from, rcpt_to=[AGENT]),
-        size=len(raw), max_size=max_size, parsed=parsed, malformed=malformed,
-        readable=extract_readable(parsed.email) if parsed else None,
+        size=len(raw), max_size=max_size, message=message, parsed=parsed, unreadable=read.unreadable,
+        readable=read.readable,
         auth=results if results is not None else auth(),
         thread_id=thread_id or (thread_root(parsed) if parsed else "T-none"), now=now)

@@ -278,9 +278,10 @@ async def test_size_is_enforced_at_mail_and_during_data(
     await dialog.command("DATA")
     await dialog.send(message(body="x" * 70 + "\r\n") * 40 + b".\r\n")  # lied about its size
     assert (await dialog.reply()).startswith("552 5.3.4 ")
+    # A refusal that reached DATA is audited with its reason (none for the one refused at MAIL).
     assert await runtime.db.read(
-        lambda con: con.execute("SELECT count(*) FROM decisions").fetchone()
-    ) == (0,)
+        lambda con: con.execute("SELECT action, reason, size, rcpt_to FROM decisions").fetchall()
+    ) == [("bounce", "message_too_large", 2049, [AGENT])]
     # The session goes on: a message that fits is accepted.
     assert (await dialog.transaction("alice@example.net", [AGENT], message())).startswith("250 ")
 
@@ -446,3 +447,74 @@ async def test_runtime_in_sandbox_mode_serves_smtp_until_stopped(
         await runtime.stop()
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_connections_over_the_caps_get_421_and_freed_slots_are_reused(
+    start_smtp: StartSmtp, dialogs: Callable[[int], Awaitable[Dialog]]
+) -> None:
+    server = await start_smtp(max_connections=3, max_connections_per_ip=2)
+    first, second = await dialogs(server.port), await dialogs(server.port)
+    assert first.banner.startswith("220") and second.banner.startswith("220")
+    third = await dialogs(server.port)
+    assert third.banner == "421 4.7.0 Too many connections from your address, try again later"
+    assert await third.closed(5) == b""
+    await first.close()
+    await asyncio.sleep(0.1)  # the server notices the close
+    again = await dialogs(server.port)
+    assert again.banner.startswith("220")
+    assert server.refused_connections == 1
+
+
+async def test_the_total_cap_counts_every_client(start_smtp: StartSmtp,
+                                                 dialogs: Callable[[int], Awaitable[Dialog]]) -> None:
+    server = await start_smtp(max_connections=2, max_connections_per_ip=10)
+    await dialogs(server.port)
+    await dialogs(server.port)
+    refused = await dialogs(server.port)
+    assert refused.banner == "421 4.7.0 Too many connections, try again later"
+    assert server.connections == 2
+
+
+def test_ipv6_clients_are_counted_by_their_64() -> None:
+    from appliance.intake.smtp import _client_group
+
+    assert _client_group("2001:db8::1") == _client_group("2001:db8::ffff:1") == "2001:db8::/64"
+    assert _client_group("2001:db8:0:1::1") != _client_group("2001:db8::1")
+    assert _client_group("::ffff:192.0.2.7") == "192.0.2.7"
+    assert _client_group("192.0.2.7") == "192.0.2.7"
+
+
+async def test_malformed_and_overlong_refusals_say_why_and_are_audited(
+    runtime: Runtime, start_smtp: StartSmtp, dialogs: Callable[[int], Awaitable[Dialog]]
+) -> None:
+    server = await start_smtp()
+    dialog = await dialogs(server.port)
+    await dialog.command("EHLO client.example.net")
+    bare_cr = message().replace(b"Subject: Hello\r\n", b"Subject: Hello\rX-Evil: 1\r\n")
+    reply = await dialog.transaction("alice@example.net", [AGENT], bare_cr)
+    assert reply.startswith("550 5.6.0 Malformed message: bare CR"), reply
+    await dialog.command("MAIL FROM:<alice@example.net>")
+    await dialog.command(f"RCPT TO:<{AGENT}>")
+    await dialog.command("DATA")
+    await dialog.send(message(body="x" * 2000 + "\r\n") + b".\r\n")
+    assert (await dialog.reply()).startswith("500 5.5.2 ")
+    rows = await runtime.db.read(
+        lambda con: con.execute("SELECT action, reason FROM decisions ORDER BY seq").fetchall())
+    assert rows == [("bounce", "malformed_message"), ("bounce", "malformed_message")]
+
+
+async def test_smtputf8_is_advertised_and_internationalized_mail_is_accepted(
+    runtime: Runtime, start_smtp: StartSmtp, dialogs: Callable[[int], Awaitable[Dialog]]
+) -> None:
+    server = await start_smtp()
+    dialog = await dialogs(server.port)
+    assert "SMTPUTF8" in await dialog.command("EHLO client.example.net")
+    raw = "From: Jörg Müller <jörg@bücher.example>\r\nTo: agent@example.test\r\nSubject: Grüße\r\n\r\nHallo\r\n"
+    assert (await dialog.command("MAIL FROM:<jörg@bücher.example> SMTPUTF8".encode())).startswith("250")
+    assert (await dialog.command(f"RCPT TO:<{AGENT}>")).startswith("250")
+    assert (await dialog.command("DATA")).startswith("354")
+    await dialog.send(raw.encode() + b".\r\n")
+    reply = await dialog.reply()
+    assert not reply.startswith("550 5.6.0"), reply  # not malformed: decided by the policy like any mail
+    rows = await runtime.db.read(lambda con: con.execute("SELECT header_from, subject FROM decisions").fetchall())
+    assert rows == [("jörg@xn--bcher-kva.example", "Grüße")]

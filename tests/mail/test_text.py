@@ -7,7 +7,7 @@ import email.parser
 import email.policy
 from email.message import EmailMessage
 
-from appliance.guards import ReadableText, extract_readable, html_to_text
+from appliance.mail import ReadableText, extract_readable, html_to_text
 
 _PARSER = email.parser.BytesParser(policy=email.policy.default)
 
