@@ -1,23 +1,32 @@
-"""Audit history over HTTP: filtered listing, read-only SQL, chain verification, export."""
+"""Audit history over HTTP: filtered listing, read-only SQL, chain verification, export.
+
+SQL runs in an instance of its own over a snapshot (``appliance.audit.query``). The export is
+the response body (a Parquet file): nothing is written on the appliance's disk at a path the
+caller names, so no caller can overwrite a file there.
+"""
 
 from __future__ import annotations
 
 __all__ = ["AuditController"]
 
+import shutil
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 from litestar import Controller, get, post
+from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.exceptions import ClientException
 from litestar.params import FromQuery, JSONBody
+from litestar.response import File
 
 from appliance.api.auth import admin_guard
 from appliance.audit import VerifyReport, verify_chain
 from appliance.audit.query import (
+    EXPORT_MEDIA_TYPE,
+    EXPORT_ROWS_HEADER,
     AuditFilter,
-    ExportRequest,
-    ExportResult,
     QueryResult,
     SqlRequest,
     decisions_page,
@@ -45,10 +54,11 @@ class AuditController(Controller):
 
     @post("/sql", status_code=200)
     async def sql(self, state: State, data: JSONBody[SqlRequest]) -> QueryResult:
-        """Run read-only SQL over the audit tables."""
+        """Run read-only SQL over a snapshot of the appliance's tables (400 names the rule a query broke)."""
         runtime: Runtime = state.runtime
         try:
-            return await runtime.db.read(lambda con: readonly_sql(con, data.sql))
+            return await runtime.db.read(
+                lambda con: readonly_sql(con, data.sql, max_rows=data.max_rows, timeout=data.timeout))
         except InputError as exc:
             raise ClientException(str(exc)) from exc
 
@@ -58,13 +68,20 @@ class AuditController(Controller):
         runtime: Runtime = state.runtime
         return await runtime.db.read(verify_chain)
 
-    @post("/export", status_code=200)
-    async def export(self, state: State, data: JSONBody[ExportRequest]) -> ExportResult:
-        """Write the decisions to a Parquet file on the appliance's disk."""
+    @post("/export", status_code=200, media_type=EXPORT_MEDIA_TYPE)
+    async def export(self, state: State) -> File:
+        """Every decision row as a Parquet file, in the response body (row count in ``x-audit-rows``)."""
         runtime: Runtime = state.runtime
-        out = Path(data.out)
-        rows = await runtime.db.read(lambda con: export_parquet(con, out))
-        return ExportResult(out=str(out), rows=rows)
+        directory = Path(tempfile.mkdtemp(prefix="appliance-export-"))
+        out = directory / "decisions.parquet"
+        try:
+            rows = await runtime.db.read(lambda con: export_parquet(con, out))
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        return File(path=out, filename="decisions.parquet", media_type=EXPORT_MEDIA_TYPE,
+                    headers={EXPORT_ROWS_HEADER: str(rows)},
+                    background=BackgroundTask(shutil.rmtree, directory, ignore_errors=True))
 
 
 def _naive_utc(moment: datetime | None) -> datetime | None:

@@ -2,8 +2,11 @@
 
 Each agent has its own chain: a row's ``row_hash`` is SHA-256 over the
 previous row's hash and the row's values, so editing, inserting or deleting a
-row breaks every hash after it. Retention removes a prefix of a chain (whole
-days) and leaves a checkpoint holding the last removed hash, from which
+row breaks every hash after it. ``chain_head`` holds each chain's newest seq
+and hash (so removing the last rows shows), and seq numbers are handed out
+without gaps across chains (so removing a whole chain, head included, shows).
+Retention removes a prefix of a chain (whole days) and leaves a checkpoint
+holding the last removed hash and how many rows went, from which
 ``verify_chain`` continues.
 """
 
@@ -117,13 +120,15 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
     ok: bool
     rows: int
     agents: int
+    """Chains walked: every agent with rows, a chain head or a retention checkpoint."""
     broken_seq: int | None = None
     broken_decision_id: str | None = None
     detail: str = ""
+    broken_agent: str | None = None
 
 
 def verify_chain(con: duckdb.DuckDBPyConnection) -> VerifyReport:
-    """Walk every agent's chain from its checkpoint; name the first row that does not verify.
+    """Walk every chain the appliance ever started; name the first row (or chain) that does not verify.
 
     The walk reads one snapshot: rows the writer commits meanwhile (or retention removes)
     would otherwise read as a broken chain.
@@ -138,35 +143,102 @@ def verify_chain(con: duckdb.DuckDBPyConnection) -> VerifyReport:
         con.execute("ROLLBACK")
 
 
+class _Broken(Exception):
+    def __init__(self, agent: str | None, detail: str, seq: int | None = None,
+                 decision_id: str | None = None) -> None:
+        super().__init__(detail)
+        self.agent, self.detail, self.seq, self.decision_id = agent, detail, seq, decision_id
+
+
 def _verify_chain(con: duckdb.DuckDBPyConnection) -> VerifyReport:
-    agents = [r[0] for r in con.execute("SELECT DISTINCT agent FROM decisions ORDER BY agent").fetchall()]
-    rows = 0
+    # A chain exists once its first row is appended (chain_head) and stays known after retention
+    # (audit_checkpoints): listing agents from the rows alone would pass a chain whose rows all vanished.
+    agents = [str(r[0]) for r in con.execute(
+        "SELECT agent FROM decisions UNION SELECT agent FROM chain_head "
+        "UNION SELECT agent FROM audit_checkpoints ORDER BY agent").fetchall()]
+    walked = [0]
+    try:
+        for agent in agents:
+            _verify_agent(con, agent, walked)
+        _verify_count(con)
+        _verify_stored_messages(con)
+    except _Broken as broken:
+        return VerifyReport(ok=False, rows=walked[0], agents=len(agents), broken_seq=broken.seq,
+                            broken_decision_id=broken.decision_id, broken_agent=broken.agent,
+                            detail=broken.detail)
+    return VerifyReport(ok=True, rows=walked[0], agents=len(agents), detail="every chain verifies")
+
+
+def _verify_agent(con: duckdb.DuckDBPyConnection, agent: str, walked: list[int]) -> None:
+    cp = con.execute("SELECT through_seq, last_hash FROM audit_checkpoints WHERE agent = ? "
+                     "ORDER BY through_seq DESC LIMIT 1", [agent]).fetchone()
+    through, prev = (int(cp[0]), str(cp[1])) if cp else (0, GENESIS)
+    if cp is not None:
+        stale = con.execute("SELECT min(seq) FROM decisions WHERE agent = ? AND seq <= ?", [agent, through]).fetchone()
+        if stale is not None and stale[0] is not None:
+            raise _Broken(agent, f"row {stale[0]} ({agent}): a row at or before the retention checkpoint "
+                                 f"(through seq {through}), which removed them all", seq=int(stale[0]))
     select = (f"SELECT seq, {', '.join(_COLUMNS)}, prev_hash, row_hash FROM decisions "
               "WHERE agent = ? AND seq > ? ORDER BY seq")
-    for agent in agents:
-        cp = con.execute("SELECT through_seq, last_hash FROM audit_checkpoints WHERE agent = ? "
-                         "ORDER BY through_seq DESC LIMIT 1", [agent]).fetchone()
-        through, prev = (int(cp[0]), str(cp[1])) if cp else (0, GENESIS)
-        cur = con.execute(select, [agent, through])
-        while batch := cur.fetchmany(2048):
-            for row in batch:
-                rows += 1
-                seq, values, stored_prev, stored_hash = row[0], tuple(row[1:-2]), row[-2], row[-1]
-                decision_id = str(values[0])
-                if stored_prev != prev:
-                    return VerifyReport(ok=False, rows=rows, agents=len(agents), broken_seq=seq,
-                                        broken_decision_id=decision_id,
-                                        detail=f"row {seq} ({agent}): prev_hash does not match the row before it")
-                if row_hash(prev, values) != stored_hash:
-                    return VerifyReport(ok=False, rows=rows, agents=len(agents), broken_seq=seq,
-                                        broken_decision_id=decision_id,
-                                        detail=f"row {seq} ({agent}): contents do not match its row_hash")
-                prev = stored_hash
-        head = con.execute("SELECT seq, hash FROM chain_head WHERE agent = ?", [agent]).fetchone()
-        if head is not None and head[1] != prev:
-            return VerifyReport(ok=False, rows=rows, agents=len(agents), broken_seq=int(head[0]),
-                                detail=f"{agent}: rows after seq {head[0]} are missing (chain head does not match)")
-    return VerifyReport(ok=True, rows=rows, agents=len(agents), detail="every chain verifies")
+    last_seq = through
+    cur = con.execute(select, [agent, through])
+    while batch := cur.fetchmany(2048):
+        for row in batch:
+            walked[0] += 1
+            seq, values, stored_prev, stored_hash = int(row[0]), tuple(row[1:-2]), row[-2], row[-1]
+            decision_id = str(values[0])
+            if stored_prev != prev:
+                before = ("the chain's start (genesis, or its retention checkpoint)" if last_seq == through
+                          else f"row {last_seq}, the one before it")
+                raise _Broken(agent, f"row {seq} ({agent}): prev_hash does not match {before}: "
+                                     "a row was removed, inserted or moved", seq, decision_id)
+            if row_hash(prev, values) != stored_hash:
+                raise _Broken(agent, f"row {seq} ({agent}): contents do not match its row_hash", seq, decision_id)
+            prev, last_seq = stored_hash, seq
+    heads = con.execute("SELECT seq, hash FROM chain_head WHERE agent = ?", [agent]).fetchall()
+    if not heads:
+        raise _Broken(agent, f"{agent}: the chain head is missing (rows through seq {last_seq})", last_seq or None)
+    if len(heads) > 1:
+        raise _Broken(agent, f"{agent}: {len(heads)} chain heads, one expected", int(heads[0][0]))
+    head_seq, head_hash = int(heads[0][0]), str(heads[0][1])
+    if head_hash != prev or head_seq != last_seq:
+        if last_seq == through:
+            raise _Broken(agent, f"{agent}: every row after seq {through} is missing "
+                                 f"(the chain head is at seq {head_seq})", head_seq)
+        raise _Broken(agent, f"{agent}: rows after seq {last_seq} are missing, or the chain was reordered "
+                             f"(the chain head is at seq {head_seq})", head_seq)
+
+
+def _verify_count(con: duckdb.DuckDBPyConnection) -> None:
+    """Sequence numbers are handed out without gaps, so rows kept plus rows retention removed
+    must account for every seq up to the newest; whole chains deleted with their heads show here."""
+    row = con.execute(
+        "SELECT (SELECT count(*) FROM decisions), (SELECT coalesce(sum(rows_removed), 0) FROM audit_checkpoints), "
+        "(SELECT max(s) FROM (SELECT max(seq) AS s FROM decisions UNION ALL SELECT max(through_seq) "
+        "FROM audit_checkpoints UNION ALL SELECT max(seq) FROM chain_head))").fetchone()
+    assert row is not None
+    kept, removed, top = int(row[0]), int(row[1]), int(row[2] or 0)
+    if kept + removed != top:
+        missing = top - kept - removed
+        detail = (f"{missing} decision row(s) up to seq {top} are missing, chain and head alike" if missing > 0
+                  else f"{-missing} decision row(s) more than seq {top} accounts for")
+        raise _Broken(None, detail)
+
+
+def _verify_stored_messages(con: duckdb.DuckDBPyConnection) -> None:
+    """Every message in the store was let in by a decision. One stored after the agent's last
+    retention run (which can only have removed decisions older than itself) whose decision is
+    missing was removed from the chain, even when the rows after it and the head were rewritten."""
+    # inbox and quarantine: appliance.store's mailboxes of mail that passed the gate
+    found = con.execute(
+        "SELECT m.email_id, m.decision_id, m.agent FROM messages m WHERE m.mailbox IN ('inbox', 'quarantine') "
+        "AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.decision_id = m.decision_id) "
+        "AND m.received_at > coalesce((SELECT max(c.ts) FROM audit_checkpoints c WHERE c.agent = m.agent), "
+        "TIMESTAMP '-infinity') ORDER BY m.received_at LIMIT 1").fetchall()
+    if found:
+        email_id, decision_id, agent = (str(v) for v in found[0])
+        raise _Broken(agent, f"{agent}: message {email_id} was stored by decision {decision_id}, "
+                             "which is missing from the chain", decision_id=decision_id)
 
 
 def apply_retention(con: duckdb.DuckDBPyConnection, agent: str, retention_days: int, now: datetime) -> int:

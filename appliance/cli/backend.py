@@ -116,6 +116,23 @@ class AdminApi:
             raise CommandFailed(_detail(response))
         return response
 
+    def download(self, method: str, path: str, dest: Path) -> httpx.Headers:
+        """Stream a successful response's body into ``dest``; return its headers."""
+        try:
+            with self._client.stream(method, path) as response:
+                if response.status_code == 401:
+                    raise CommandFailed(f"the appliance at {self.base_url} refused the admin token")
+                if response.is_error:
+                    response.read()
+                    raise CommandFailed(_detail(response))
+                with dest.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                return response.headers
+        except httpx.HTTPError as exc:
+            raise CommandFailed(f"the database is held by a running appliance, and its API at {self.base_url} "
+                                f"did not answer: {exc}") from exc
+
     def get(self, path: str, *, into: type[T], **params: Any) -> T:
         return self._decode(self.request("GET", path, params=params), into)
 
@@ -161,10 +178,11 @@ def _open_local(path: Path, *, write: bool) -> Iterator[duckdb.DuckDBPyConnectio
 
 
 def run(config: ApplianceConfig, *, local: Callable[[duckdb.DuckDBPyConnection], T],
-        remote: Callable[[AdminApi], T], write: bool = False) -> T:
+        remote: Callable[[AdminApi], T], write: bool = False, api_timeout: float = 30.0) -> T:
     """``local(con)`` on the database file when no appliance holds it, else ``remote(api)``.
 
     With ``write``, ``local`` runs in one transaction on a writable connection.
+    ``api_timeout``: seconds to wait for the API (for commands that may take longer).
     """
     with _open_local(config.data_path / "appliance.duckdb", write=write) as con:
         if con is not None:
@@ -180,7 +198,8 @@ def run(config: ApplianceConfig, *, local: Callable[[duckdb.DuckDBPyConnection],
             return result
     host, port = parse_hostport(config.http.listen, field="http.listen")
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # listening on all: ask loopback
-    api = AdminApi(f"http://{f'[{host}]' if ':' in host else host}:{port}", admin_token(config))
+    api = AdminApi(f"http://{f'[{host}]' if ':' in host else host}:{port}", admin_token(config),
+                   timeout=api_timeout)
     try:
         return remote(api)
     finally:
