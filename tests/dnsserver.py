@@ -11,6 +11,11 @@ NODATA; both carry an SOA in the authority section whose TTL and MINIMUM are
 ``negative_ttl`` (None leaves the SOA out). Chosen names can be made to time
 out (no reply at all), answer SERVFAIL or REFUSED, or be NXDOMAIN regardless.
 UDP answers over ``udp_limit`` bytes are truncated, so clients retry over TCP.
+A chosen name can also be truncated on both transports: over UDP all three
+truncating failures answer TC=1 with no records; over TCP ``"truncated"``
+answers TC=1 again with an empty answer section (its rcode kept: NXDOMAIN for
+a missing name), ``"truncated_partial"`` TC=1 with only the first record, and
+``"truncated_close"`` closes the connection without a reply.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from typing import Any, Literal
 from dnslib import AAAA, CNAME, MX, NS, PTR, QTYPE, RCODE, RR, SOA, TXT, A, DNSError, DNSRecord
 from dnslib.server import DNSHandler, DNSServer
 
-Failure = Literal["timeout", "servfail", "refused", "nxdomain"]
+Failure = Literal["timeout", "servfail", "refused", "nxdomain", "truncated", "truncated_partial",
+                  "truncated_close"]
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,13 @@ class DnsTestServer:
             records = list(self._records)
         if failure == "timeout":
             raise DNSError("dropped on purpose")  # the handler sends nothing back
+        if failure in ("truncated", "truncated_partial", "truncated_close"):
+            if handler.protocol == "udp":
+                short = request.reply()
+                short.header.tc = 1
+                return short
+            if failure == "truncated_close":
+                raise DNSError("closed on purpose")  # the TCP connection ends with no reply
         reply = request.reply()
         if failure == "servfail":
             reply.header.rcode = RCODE.SERVFAIL
@@ -185,6 +198,9 @@ class DnsTestServer:
             r = cnames[0]
             reply.add_answer(RR(r.name, QTYPE.CNAME, rdata=_rdata(r), ttl=r.ttl))
             name = _norm(str(r.value))
+        if failure in ("truncated", "truncated_partial"):  # over TCP, TC=1 again
+            reply.rr = reply.rr[:1] if failure == "truncated_partial" else []
+            reply.header.tc = 1
         if not found:
             if not exists:
                 reply.header.rcode = RCODE.NXDOMAIN

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.message
 import dns.name
 import dns.nameserver
@@ -46,7 +47,8 @@ class Resolver(Protocol):
         RFC 6376 3.6.2.2); MX: ``"preference host"``; A/AAAA: the address;
         names (PTR, CNAME, NS) without the final dot. An empty list for
         NXDOMAIN or NODATA. Raises ``DnsTemporaryError`` for a timeout,
-        SERVFAIL, REFUSED or a network error.
+        SERVFAIL, REFUSED, a network error, or an answer that stays
+        truncated (TC=1) over TCP too: a partial answer is not an answer.
         """
         ...
 
@@ -108,6 +110,10 @@ def _negative_ttl(response: dns.message.Message | None) -> int:
                 minimum = int(rrset[0].minimum)
                 return max(0, min(rrset.ttl, minimum, MAX_NEGATIVE_TTL))
     return DEFAULT_NEGATIVE_TTL
+
+
+def _truncated(response: dns.message.Message | None) -> bool:
+    return response is not None and bool(response.flags & dns.flags.TC)
 
 
 def _rdtype(rdtype: str) -> dns.rdatatype.RdataType:
@@ -213,7 +219,10 @@ class DnsResolver:
                                                   search=False)
         except dns.resolver.NXDOMAIN as exc:
             responses = exc.kwargs.get("responses") or {}
-            self._store(key, (), _negative_ttl(responses.get(qname)))
+            response = responses.get(qname)
+            if _truncated(response):
+                raise DnsTemporaryError(f"DNS answer for {what} truncated over UDP and TCP") from None
+            self._store(key, (), _negative_ttl(response))
             return ()
         except dns.resolver.YXDOMAIN:
             # A DNAME substitution overflowed the name length: the name cannot exist.
@@ -226,6 +235,10 @@ class DnsResolver:
             raise DnsTemporaryError(f"DNS failure looking up {what}: {exc}") from None
         except (dns.exception.DNSException, OSError) as exc:
             raise DnsTemporaryError(f"DNS error looking up {what}: {exc}") from None
+        if _truncated(answer.response):
+            # dnspython retries a TC=1 UDP answer over TCP but takes a TC=1 TCP answer as it is:
+            # its records (none, or some) are not the whole answer, so nothing is known.
+            raise DnsTemporaryError(f"DNS answer for {what} truncated over UDP and TCP")
         if answer.rrset is None:  # NODATA, possibly at the end of a CNAME chain
             self._store(key, (), _negative_ttl(answer.response))
             return ()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ class DkimKey:
         """The message with a DKIM-Signature prepended, made by dkimpy's own header code.
 
         Unlike ``dkim.sign`` this sets ``t=`` and ``x=`` as told, so expiry can be tested.
+        The header is written with the message's own line ends (a header block mixing
+        CRLF and bare LF is refused, by the gate and by DKIM alike).
         """
         algorithm = algorithm or self.algorithm
         signer = dkim.DKIM(message, signature_algorithm=algorithm)
@@ -75,11 +78,54 @@ class DkimKey:
             (b"b", b"0" * 60),
         ]
         value = signer.gen_header(fields, list(headers), canon, b"DKIM-Signature", pk)
-        return b"DKIM-Signature: " + value + message
+        return with_line_ends_of(message, b"DKIM-Signature: " + value) + message
+
+
+def with_line_ends_of(message: bytes, header: bytes) -> bytes:
+    """``header`` (CRLF line ends, as dkimpy writes it) with bare LF when ``message`` uses them."""
+    return header if b"\r\n" in message else header.replace(b"\r\n", b"\n")
+
+
+def _prime(bits: int, rng: random.Random) -> int:
+    while True:
+        candidate = rng.getrandbits(bits) | (1 << (bits - 1)) | (1 << (bits - 2)) | 1
+        d, r = candidate - 1, 0
+        while d % 2 == 0:
+            d, r = d // 2, r + 1
+        for _ in range(32):  # Miller-Rabin
+            x = pow(rng.randrange(2, candidate - 2), d, candidate)
+            if x in (1, candidate - 1):
+                continue
+            for _ in range(r - 1):
+                x = pow(x, 2, candidate)
+                if x == candidate - 1:
+                    break
+            else:
+                break
+        else:
+            return candidate
+
+
+def _small_rsa_private_key(bits: int) -> rsa.RSAPrivateKey:
+    """An RSA key under the 1024 bits ``cryptography`` will generate (to test RFC 8301 3.2)."""
+    rng = random.Random(bits)
+    e = 65537
+    while True:
+        p, q = _prime(bits // 2, rng), _prime(bits - bits // 2, rng)
+        phi = (p - 1) * (q - 1)
+        if p != q and phi % e and (p * q).bit_length() == bits:
+            break
+    d = pow(e, -1, phi)
+    numbers = rsa.RSAPrivateNumbers(p, q, d, d % (p - 1), d % (q - 1), pow(q, -1, p),
+                                    rsa.RSAPublicNumbers(e, p * q))
+    return numbers.private_key()
 
 
 def _rsa_key(bits: int) -> DkimKey:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    if bits < 1024:
+        key = _small_rsa_private_key(bits)
+    else:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     private = key.private_bytes(serialization.Encoding.PEM,
                                 serialization.PrivateFormat.TraditionalOpenSSL,
                                 serialization.NoEncryption())

@@ -192,3 +192,25 @@ async def test_names_forced_to_nxdomain_hide_their_records(dns_zone, resolver_fo
     server = dns_zone([("gone.example", "TXT", "v=spf1 -all")])
     server.fail("gone.example", "TXT", "nxdomain")
     assert await resolver_for(server).query("gone.example", "TXT") == []
+
+
+@pytest.mark.parametrize("how", ["truncated", "truncated_partial", "truncated_close"])
+async def test_answer_truncated_over_udp_and_tcp_is_a_temporary_error(dns_zone, resolver_for, how):
+    # TC=1 over UDP sends the client to TCP; if TCP cannot give the whole answer either
+    # (TC=1 again, with nothing or only part of it, or no reply), nothing is known.
+    records = [("cut.example", "TXT", f"record {i}") for i in range(3)]
+    server = dns_zone(records)
+    server.fail("cut.example", "TXT", how)
+    resolver = resolver_for(server)
+    with pytest.raises(DnsTemporaryError):
+        await resolver.query("cut.example", "TXT")
+    assert {proto for _, _, proto in server.queries} == {"udp", "tcp"}
+    server.heal()  # and the failure was not cached as an empty answer
+    assert len(await resolver.query("cut.example", "TXT")) == 3
+
+
+async def test_truncated_answer_for_a_missing_name_is_not_nxdomain(dns_zone, resolver_for):
+    server = dns_zone([("other.example", "TXT", "x")])
+    server.fail("missing.example", "TXT", "truncated")
+    with pytest.raises(DnsTemporaryError):
+        await resolver_for(server).query("missing.example", "TXT")
