@@ -147,10 +147,16 @@ def _semantic_problems(policy: MailPolicy, source: str) -> list[Problem]:
             if not cap or cap.strip() != cap:
                 problems.append(Problem(source=source, path=f"senders[{i}].capabilities[{j}]",
                                         reason=f"expected a non-empty name, got {cap!r}"))
-    for i, guard in enumerate(policy.content_guards):
-        if not guard.reason:
-            problems.append(Problem(source=source, path=f"contentGuards[{i}].reason",
-                                    reason="expected a non-empty reason code"))
+    guards = [("contentGuards", policy.content_guards), ("outbound.contentGuards", policy.outbound.content_guards)]
+    for where, listed in guards:
+        for i, guard in enumerate(listed):
+            if not guard.reason:
+                problems.append(Problem(source=source, path=f"{where}[{i}].reason",
+                                        reason="expected a non-empty reason code"))
+    for i, recipient in enumerate(policy.outbound.allow_recipients):
+        reason = _address_problem(recipient) if "@" in recipient else _domain_problem(recipient)
+        if reason:
+            problems.append(Problem(source=source, path=f"outbound.allowRecipients[{i}]", reason=reason))
     return problems
 
 

@@ -12,6 +12,8 @@ __all__ = [
     "ContentGuard",
     "MailPolicy",
     "Match",
+    "OutboundPolicy",
+    "OutboundRateLimit",
     "RateLimit",
     "SenderRule",
     "TokenBudget",
@@ -94,10 +96,36 @@ class AuditLog(_Wire, frozen=True):
     include_body_hash: bool = True
 
 
+class OutboundRateLimit(_Wire, frozen=True):
+    """Messages the agent may send per sliding window (replies and new mail alike)."""
+
+    per_hour: PositiveInt | None = None
+    per_day: PositiveInt | None = None
+
+
+class OutboundPolicy(_Wire, frozen=True):
+    """What the agent may send, beyond the reply a capability token always allows.
+
+    A reply to a message's verified sender, in its thread, needs only that
+    message's capability token. Writing to anyone else needs the ``send_email``
+    capability in the token's grant and a recipient ``allowRecipients`` covers.
+    """
+
+    allow_recipients: list[str] = msgspec.field(default_factory=list)
+    """Addresses (``boss@acme.com``), domains (``acme.com``) and subdomains (``*.acme.com``)."""
+    rate_limit: OutboundRateLimit | None = None
+    max_recipients: PositiveInt = 10
+    """To and Cc together, per message."""
+    content_guards: list[ContentGuard] = msgspec.field(default_factory=list)
+    """Patterns that refuse a send whose text, subject or attachments match (same syntax as inbound);
+    the built-in leak guards (the appliance's secrets, private keys, API-key shapes) always apply."""
+
+
 class MailPolicy(_Wire, frozen=True):
-    """The whole policy document for one agent."""
+    """The whole policy document for one agent: ``senders`` and the rest govern inbound mail."""
 
     default_action: Action = "bounce"
     senders: list[SenderRule] = msgspec.field(default_factory=list)
     content_guards: list[ContentGuard] = msgspec.field(default_factory=list)
     audit_log: AuditLog = msgspec.field(default_factory=AuditLog)
+    outbound: OutboundPolicy = msgspec.field(default_factory=OutboundPolicy)
