@@ -13,10 +13,10 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar, get
 from litestar.datastructures import State
-from litestar.openapi import OpenAPIConfig
 from litestar.response import Response
 
 from appliance.api import ROUTES
+from appliance.api.schema import openapi_config
 from appliance.config import ApplianceConfig
 from appliance.runtime import Runtime
 
@@ -46,7 +46,7 @@ def create_app(config: ApplianceConfig, runtime: Runtime | None = None) -> Lites
         route_handlers=[healthz, *ROUTES],
         lifespan=[lifespan],
         state=State({"runtime": rt}),
-        openapi_config=OpenAPIConfig(title="Mail appliance", version="0.1.0"),
+        openapi_config=openapi_config(title="Mail appliance", version="0.1.0"),  # Swagger UI served locally
         request_max_body_size=config.smtp.max_message_size * 2 + 1_000_000,
         logging_config=None,  # logs are configured once for the process (appliance.logs)
     )

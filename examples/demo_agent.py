@@ -8,6 +8,7 @@ to its model with ``event.data.capabilities`` as the tools it may use.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,5 +49,10 @@ class Hook(BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 9000
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", port), Hook)
+    except OSError as exc:
+        sys.exit(f"[agent] cannot listen on 127.0.0.1:{port}: {exc.strerror}")
     print(f"[agent] demo agent listening on http://127.0.0.1:{port}/hook", flush=True)
-    ThreadingHTTPServer(("127.0.0.1", port), Hook).serve_forever()
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()

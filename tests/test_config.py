@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import load_config, parse_hostport
+from appliance.config import environment_warnings, load_config, parse_hostport
 from appliance.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -61,3 +61,64 @@ def test_parse_hostport_accepts_ipv6() -> None:
     assert parse_hostport("[::1]:25", field="x") == ("::1", 25)
     with pytest.raises(ValueError, match="x: expected host:port"):
         parse_hostport("::1", field="x")
+
+
+@pytest.mark.parametrize(("environ", "expected"), [
+    ({"APPLIANCE_SMTP_MAX_MESSAGE_SIZE": "big"},
+     "environment variable APPLIANCE_SMTP_MAX_MESSAGE_SIZE: smtp.max_message_size: expected int, got str"),
+    ({"APPLIANCE_SMTP_LISTEN": "nowhere"},
+     "environment variable APPLIANCE_SMTP_LISTEN: smtp.listen: expected host:port, got 'nowhere'"),
+    ({"APPLIANCE_SMTP_LISEN": "127.0.0.1:25"},
+     "environment variable APPLIANCE_SMTP_LISEN: smtp.lisen: unknown field (check its spelling)"),
+    ({"APPLIANCE_MODE": "cloud"},
+     "environment variable APPLIANCE_MODE: mode: expected one of 'sandbox', 'stalwart', got 'cloud'"),
+])
+def test_a_bad_environment_override_names_the_variable_not_the_file(
+        tmp_path: Path, environ: dict[str, str], expected: str) -> None:
+    path = write(tmp_path, '[smtp]\nlisten = "127.0.0.1:2525"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=environ)
+    assert str(caught.value) == expected
+    assert str(path) not in str(caught.value)
+
+
+def test_a_bad_value_in_the_file_still_names_the_file_beside_a_good_override(tmp_path: Path) -> None:
+    path = write(tmp_path, '[smtp]\nmax_message_size = "big"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={"APPLIANCE_SMTP_LISTEN": "127.0.0.1:2600"})
+    assert str(caught.value) == f"{path}: smtp.max_message_size: expected int, got str"
+
+
+AGENTS = """
+[http]
+metrics_token_env = "METRICS_TOKEN"
+[[agents]]
+address = "a@example.test"
+policy = "policy.toml"
+webhook_url = "http://127.0.0.1:9/hook"
+webhook_secret_env = "A_SECRET"
+api_key_env = "A_KEY"
+[[agents]]
+address = "b@example.test"
+policy = "policy.toml"
+api_key_env = "B_KEY"
+"""
+
+
+def test_environment_warnings_name_each_unset_secret_once(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, AGENTS), environ={})
+    warnings = environment_warnings(config, {"B_KEY": "k", "A_KEY": "  "})
+    assert warnings == [
+        "agent a@example.test: webhook secret $A_SECRET is not set; its webhooks fail (and are retried) until it is",
+        "agent a@example.test: API key $A_KEY is not set; its event stream, message and usage calls are refused (401)",
+        "http: metrics token $METRICS_TOKEN is not set; only the admin token may read /metrics",
+    ]
+    assert environment_warnings(config, {"A_SECRET": "whsec_x", "A_KEY": "k", "B_KEY": "k",
+                                         "METRICS_TOKEN": "m"}) == []
+
+
+def test_environment_warnings_in_stalwart_mode_name_the_hook_secret(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, 'mode = "stalwart"\n'), environ={})
+    assert environment_warnings(config, {}) == [
+        "hook: $STALWART_HOOK_SECRET is not set; every call of Stalwart's MTA hook is refused (401)"]
+    assert environment_warnings(config, {"STALWART_HOOK_SECRET": "s"}) == []

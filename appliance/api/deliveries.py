@@ -1,4 +1,4 @@
-"""Deliveries and webhook endpoints over HTTP (admin): list, show, replay, enable."""
+"""Deliveries and webhook endpoints over HTTP (admin): list, show, replay, retry now, enable."""
 
 from __future__ import annotations
 
@@ -53,6 +53,20 @@ class DeliveryController(Controller):
         except manage.DeliveryNotFound as exc:
             raise NotFoundException(str(exc)) from exc
         except manage.NotReplayable as exc:
+            raise ClientException(str(exc), status_code=409) from exc
+        runtime.wake_dispatcher()
+        return result
+
+    @post("/{delivery_id:str}/retry", status_code=200)
+    async def retry(self, state: State, delivery_id: FromPath[str]) -> manage.ReplayResult:
+        """Attempt a pending delivery now instead of at its next scheduled time; 409 for any other status."""
+        runtime: Runtime = state.runtime
+        try:
+            result = await runtime.db.write(
+                lambda con: manage.retry_now(con, delivery_id, now=time.time(), by="api"))
+        except manage.DeliveryNotFound as exc:
+            raise NotFoundException(str(exc)) from exc
+        except manage.NotRetryable as exc:
             raise ClientException(str(exc), status_code=409) from exc
         runtime.wake_dispatcher()
         return result

@@ -2,20 +2,32 @@
 
 Nothing is counted on the SMTP path: the audit and delivery tables already
 hold every decision and attempt, and DuckDB counts them in milliseconds.
+
+Scraping needs a bearer token: the admin token, or the metrics-only token in
+``$<http.metrics_token_env>`` when that is configured (Prometheus'
+``authorization: {credentials_file: ...}``).
 """
 
 from __future__ import annotations
 
-__all__ = ["metrics"]
+__all__ = ["metrics", "metrics_guard"]
+
+import hmac
+import os
 
 import duckdb
-from litestar import MediaType, get
+from litestar import get
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.exceptions import NotAuthorizedException
+from litestar.handlers.base import BaseRouteHandler
 from litestar.response import Response
 
+from appliance.api.auth import bearer
 from appliance.runtime import Runtime
 
-_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_CONTENT_TYPE = "text/plain; version=0.0.4"
+"""Prometheus' text format; Litestar appends ``; charset=utf-8`` to every ``text/*`` type itself."""
 
 
 def _samples(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -40,7 +52,21 @@ def _esc(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-@get("/metrics", include_in_schema=False, media_type=MediaType.TEXT)
+def metrics_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+    """401 unless the request carries the admin token or the metrics token."""
+    runtime: Runtime = connection.app.state.runtime
+    given = bearer(connection).encode()
+    allowed = [runtime.admin_token]
+    name = runtime.config.http.metrics_token_env
+    if name and os.environ.get(name, "").strip():
+        allowed.append(os.environ[name].strip())
+    # every candidate is compared (no early exit), and an empty token never matches
+    matches = [hmac.compare_digest(given, token.encode()) for token in allowed if token]
+    if not given or not any(matches):
+        raise NotAuthorizedException("metrics token or admin token required (Authorization: Bearer <token>)")
+
+
+@get("/metrics", include_in_schema=False, media_type=_CONTENT_TYPE, guards=[metrics_guard])
 async def metrics(state: State) -> Response[str]:
     """The appliance's counters, for Prometheus."""
     runtime: Runtime = state.runtime

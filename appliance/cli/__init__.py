@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = ["main"]
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -33,12 +34,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.handler(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
     except InputError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``appliance deliveries list | head -1``): stop quietly. Python would
+        # flush stdout again at exit and report the same error; point stdout at /dev/null first
+        # (the pattern of the Python docs, "Note on SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     return code
 
 

@@ -1,7 +1,8 @@
-"""``appliance deliveries list|show|replay|enable|endpoints``: the webhook delivery ledger.
+"""``appliance deliveries list|show|replay|retry|enable|endpoints``: the webhook delivery ledger.
 
 Works whether or not the appliance runs (``appliance.cli.backend``). ``replay``
-puts a dead or failed delivery back to pending with the same id; a webhook
+puts a dead or failed delivery back to pending with the same id; ``retry``
+makes a pending one (waiting for its next attempt) due now; a webhook
 disabled by a 410 stays disabled until ``enable AGENT``.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +25,7 @@ from appliance.delivery import manage
 
 
 def register(groups: Any) -> None:
-    deliveries = groups.add_parser("deliveries", help="webhook deliveries: list, show, replay, enable")
+    deliveries = groups.add_parser("deliveries", help="webhook deliveries: list, show, replay, retry, enable")
     sub = deliveries.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     listing = sub.add_parser("list", help="deliveries, newest first")
@@ -46,6 +48,11 @@ def register(groups: Any) -> None:
     backend.add_config_argument(replay)
     replay.add_argument("delivery_ids", nargs="+", metavar="DELIVERY_ID")
     replay.set_defaults(handler=run_replay)
+
+    retry = sub.add_parser("retry", help="attempt pending deliveries now instead of at their next scheduled time")
+    backend.add_config_argument(retry)
+    retry.add_argument("delivery_ids", nargs="+", metavar="DELIVERY_ID")
+    retry.set_defaults(handler=run_retry)
 
     enable = sub.add_parser("enable", help="re-enable an agent's webhook disabled by a 410")
     backend.add_config_argument(enable)
@@ -136,20 +143,35 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
+_Change = Callable[..., manage.ReplayResult]
+
+
 @reports_failures
 def run_replay(args: argparse.Namespace) -> int:
+    return _change_each(args, manage.replay, "replay", (manage.DeliveryNotFound, manage.NotReplayable))
+
+
+@reports_failures
+def run_retry(args: argparse.Namespace) -> int:
+    return _change_each(args, manage.retry_now, "retry", (manage.DeliveryNotFound, manage.NotRetryable))
+
+
+def _change_each(args: argparse.Namespace, change: _Change, action: str,
+                 refusals: tuple[type[Exception], ...]) -> int:
+    """``change`` each delivery (``POST .../{id}/{action}`` when the appliance runs); 1 if any was refused."""
     config = backend.load(args)
     failures = 0
     for delivery_id in args.delivery_ids:
 
         def local(con: duckdb.DuckDBPyConnection, delivery_id: str = delivery_id) -> manage.ReplayResult:
             try:
-                return manage.replay(con, delivery_id, now=time.time(), by="cli")
-            except (manage.DeliveryNotFound, manage.NotReplayable) as exc:
+                result: manage.ReplayResult = change(con, delivery_id, now=time.time(), by="cli")
+            except refusals as exc:
                 raise CommandFailed(str(exc)) from exc
+            return result
 
         def remote(api: AdminApi, delivery_id: str = delivery_id) -> manage.ReplayResult:
-            return api.post(f"/api/v1/deliveries/{delivery_id}/replay", into=manage.ReplayResult)
+            return api.post(f"/api/v1/deliveries/{delivery_id}/{action}", into=manage.ReplayResult)
 
         try:
             result = backend.run(config, local=local, remote=remote, write=True)
@@ -157,7 +179,7 @@ def run_replay(args: argparse.Namespace) -> int:
             print(f"appliance: {exc}", file=sys.stderr)
             failures += 1
             continue
-        print(f"{result.delivery_id}: {result.status}")
+        print(f"{result.delivery_id}: {result.status}" + (", next attempt now" if action == "retry" else ""))
         if result.endpoint_disabled:
             agent = _agent_of(config, result.delivery_id)
             print(f"  note: the webhook of {agent} is disabled; nothing is sent until "

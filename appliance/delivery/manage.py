@@ -1,10 +1,12 @@
-"""The operator's view of deliveries: list, show, replay, re-enable an endpoint.
+"""The operator's view of deliveries: list, show, replay, retry now, re-enable an endpoint.
 
 Shared by the admin API and the CLI (which runs them on the database file
 when no appliance holds it). Replaying a ``dead`` or ``failed`` delivery puts
 it back to ``pending`` with the same delivery id and restarts its retry
 schedule; it does not re-enable a disabled endpoint: ``enable`` does that
 (the replay says so), so one replay cannot silently release a backlog.
+Retrying a ``pending`` delivery now moves its next attempt to now, without
+touching its schedule (the attempt counts as the next of its round).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ __all__ = [
     "DeliverySummary",
     "EndpointState",
     "NotReplayable",
+    "NotRetryable",
     "ReplayResult",
     "enable_endpoint",
     "endpoint_states",
     "get_delivery",
     "list_deliveries",
     "replay",
+    "retry_now",
 ]
 
 from collections.abc import Mapping
@@ -44,6 +48,10 @@ class DeliveryNotFound(LookupError):
 
 class NotReplayable(ValueError):
     """The delivery is not dead or failed."""
+
+
+class NotRetryable(ValueError):
+    """The delivery is not pending (nothing is waiting to be retried)."""
 
 
 class DeliverySummary(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -166,6 +174,26 @@ def replay(con: duckdb.DuckDBPyConnection, delivery_id: str, *, now: float, by: 
     con.execute("UPDATE deliveries SET status = 'pending', next_attempt_at = ?, round_start = attempts "
                 "WHERE delivery_id = ?", [now, delivery_id])
     record_event(con, "delivery.replayed", agent, f"{delivery_id} ({status}) replayed by {by}")
+    disabled = con.execute("SELECT 1 FROM endpoints WHERE agent = ? AND disabled_at IS NOT NULL",
+                           [agent]).fetchone() is not None
+    return ReplayResult(delivery_id=delivery_id, status="pending", endpoint_disabled=disabled)
+
+
+def retry_now(con: duckdb.DuckDBPyConnection, delivery_id: str, *, now: float, by: str) -> ReplayResult:
+    """Make a pending delivery due now (its next attempt is otherwise hours away, say)."""
+    row = con.execute("SELECT agent, status, attempts FROM deliveries WHERE delivery_id = ?",
+                      [delivery_id]).fetchone()
+    if row is None:
+        raise DeliveryNotFound(f"no delivery {delivery_id}")
+    agent, status, attempts = row
+    if status in REPLAYABLE:
+        raise NotRetryable(f"delivery {delivery_id} is {status}; replay it to send it again (same id)")
+    if status != "pending":
+        raise NotRetryable(f"delivery {delivery_id} is {status}; only pending ones are retried")
+    con.execute("UPDATE deliveries SET next_attempt_at = ? WHERE delivery_id = ? AND status = 'pending'",
+                [now, delivery_id])
+    record_event(con, "delivery.retried", agent,
+                 f"{delivery_id} (pending, {attempts} attempt(s)) retried now by {by}")
     disabled = con.execute("SELECT 1 FROM endpoints WHERE agent = ? AND disabled_at IS NOT NULL",
                            [agent]).fetchone() is not None
     return ReplayResult(delivery_id=delivery_id, status="pending", endpoint_disabled=disabled)
