@@ -10,11 +10,27 @@ Reads run on their own cursors in worker threads.
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA", "Batch", "Database", "DatabaseLocked", "NextVal", "utc"]
+__all__ = [
+    "SCHEMA",
+    "Batch",
+    "Database",
+    "DatabaseClosed",
+    "DatabaseCorrupt",
+    "DatabaseLocked",
+    "DatabaseUnavailable",
+    "NextVal",
+    "open_error",
+    "private_dir",
+    "private_file",
+    "utc",
+]
 
 import asyncio
 import contextlib
+import logging
+import os
 import queue
+import re
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
@@ -24,6 +40,8 @@ from typing import Any, TypeVar, cast
 
 import duckdb
 import msgspec
+
+log = logging.getLogger("appliance")
 
 T = TypeVar("T")
 Work = Callable[[duckdb.DuckDBPyConnection], T]
@@ -97,6 +115,9 @@ SCHEMA = [
         raw BLOB NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS messages_by_message_id ON messages (message_id)",
+    # audit: columns added after the first release; row_hash leaves them out while they are NULL
+    "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS detail VARCHAR",
+    "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS token_id VARCHAR",
     # limits: counted events and token charges (appliance.limits)
     """CREATE TABLE IF NOT EXISTS limit_events (
         key VARCHAR NOT NULL,
@@ -143,8 +164,79 @@ def utc(unix: float | None = None) -> datetime:
     return moment.replace(tzinfo=None)
 
 
-class DatabaseLocked(Exception):
-    """Another process (a running appliance) holds the database."""
+class DatabaseUnavailable(Exception):
+    """The database file cannot be opened; the message says which file, what is wrong and what to do (one line)."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class DatabaseLocked(DatabaseUnavailable):
+    """Another process (a running appliance, or an operator command) holds the database."""
+
+
+class DatabaseCorrupt(DatabaseUnavailable):
+    """The file is not a readable DuckDB database (garbage, truncated, damaged)."""
+
+
+class DatabaseClosed(RuntimeError):
+    """The database was closed: nothing more can be written (or read) through it."""
+
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<holder>.+?) \(PID (?P<pid>\d+)\)")
+_DAMAGED = ("not a valid DuckDB database file", "Could not read enough bytes", "orrupt", "hecksum",
+            "Serialization Error", "INTERNAL Error", "truncated")
+"""What DuckDB says when the bytes of the file are not a database it can read."""
+
+
+def _reason(path: Path, message: str) -> str:
+    """DuckDB's message without its "IO Error: " prefix and the file name it repeats."""
+    text = re.sub(r"^[A-Za-z ]+ Error: ", "", message)
+    for name in {str(path), str(path.absolute()), str(path.resolve())}:
+        text = text.replace(f'file "{name}"', "file").replace(f'"{name}"', "the file")
+    return text[:300]
+
+
+def open_error(path: Path, exc: BaseException) -> DatabaseUnavailable:
+    """The one-line account of why ``path`` would not open: locked, damaged, or something else (permissions...).
+
+    Only a lock conflict is blamed on another process: any other failure names what is wrong with the file.
+    """
+    message = " ".join(str(exc).split())
+    if "Could not set lock on file" in message:
+        holder = _LOCK_HOLDER.search(message)
+        by = f" (PID {holder['pid']}, {holder['holder']})" if holder else ""
+        return DatabaseLocked(path, f"{path} is in use by another process{by}: is an appliance already running "
+                                    "with this data_dir? Stop it, or give this one another data_dir")
+    if any(marker in message for marker in _DAMAGED):
+        return DatabaseCorrupt(path, f"{path} is damaged and cannot be read ({_reason(path, message)}); "
+                                     f"restore it from a backup: with the appliance stopped, copy the backup over "
+                                     f"{path}, delete {path}.wal if present, and start again "
+                                     "(or move the damaged file aside to start with an empty database)")
+    return DatabaseUnavailable(path, f"cannot open {path}: {_reason(path, message)}")
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` (and its parents) if need be; ``path`` itself is made 0700 whatever the umask."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_mode & 0o777 != 0o700:
+        try:
+            os.chmod(path, 0o700)
+        except PermissionError:  # not ours (a directory an operator shares on purpose): say so, carry on
+            log.warning("%s is not private (mode %o) and cannot be made so: not its owner", path,
+                        path.stat().st_mode & 0o777)
+
+
+def private_file(path: Path) -> None:
+    """Make an existing file 0600 (owner read/write only); a missing one is ignored, a failure logged."""
+    try:
+        if os.stat(path).st_mode & 0o777 != 0o600:
+            os.chmod(path, 0o600)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # never let a mode change fail the write it follows
+        log.warning("%s could not be made private (0600): %s", path, exc.strerror)
 
 
 class NextVal:
@@ -257,16 +349,33 @@ class Database:
     """Jobs committed together at most."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Open (or create) the file; ``DatabaseUnavailable`` (locked, damaged, other) says why it would not.
+
+        The directory is made 0700 and the file and its WAL 0600, whatever the umask: they hold the mail.
+        """
+        try:
+            private_dir(path.parent)
+        except OSError as exc:
+            raise DatabaseUnavailable(path, f"cannot create {path.parent}: {exc.strerror}") from None
         self.path = path
+        self._wal = path.with_name(path.name + ".wal")
         try:
             self._con = duckdb.connect(str(path))
-        except duckdb.IOException as exc:
-            raise DatabaseLocked(f"{path}: {exc}") from exc
-        for ddl in SCHEMA:
-            self._con.execute(ddl)
+        except duckdb.Error as exc:
+            raise open_error(path, exc) from None  # the message is the whole story: no chained traceback
+        try:
+            for ddl in SCHEMA:
+                self._con.execute(ddl)
+        except duckdb.Error as exc:
+            self._con.close()
+            raise open_error(path, exc) from None
+        private_file(path)
+        private_file(self._wal)
         self._memo: dict[str, Any] = {}
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._closed = False
+        self._closing = threading.Lock()
+        """Held while a job is queued and while the writer is told to stop: no job is queued after the stop."""
         self._thread = threading.Thread(target=self._run, name="db-writer", daemon=True)
         self._thread.start()
         self.commits = 0
@@ -280,8 +389,14 @@ class Database:
         """Run ``work(batch)`` in a write transaction (the hot path); return once committed."""
         return cast(T, await self._submit(_Job(work, batched=True)))
 
+    def _enqueue(self, job: _Job) -> None:
+        with self._closing:
+            if self._closed:
+                raise DatabaseClosed(f"{self.path} is closed: the write was not made")
+            self._queue.put(job)
+
     async def _submit(self, job: _Job) -> object:
-        self._queue.put(job)
+        self._enqueue(job)
         return await asyncio.wrap_future(job.future)
 
     def write_sync(self, work: Work[T]) -> T:
@@ -293,7 +408,7 @@ class Database:
         return cast(T, self._submit_sync(_Job(work, batched=True)))
 
     def _submit_sync(self, job: _Job) -> object:
-        self._queue.put(job)
+        self._enqueue(job)
         return job.future.result()
 
     async def read(self, work: Work[T]) -> T:
@@ -301,6 +416,8 @@ class Database:
         return await asyncio.to_thread(self.read_sync, work)
 
     def read_sync(self, work: Work[T]) -> T:
+        if self._closed:
+            raise DatabaseClosed(f"{self.path} is closed: nothing can be read through it")
         cursor = self._con.cursor()
         try:
             return work(cursor)
@@ -308,10 +425,15 @@ class Database:
             cursor.close()
 
     def close(self) -> None:
-        """Finish queued writes, then checkpoint and close the file."""
-        if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join()
+        """Finish queued writes, then checkpoint and close the file; later writes raise ``DatabaseClosed``."""
+        with self._closing:
+            already = self._closed
+            self._closed = True
+            if not already:
+                self._queue.put(_STOP)
+        self._thread.join()
+        if already:
+            return
         with contextlib.suppress(duckdb.Error):
             self._con.execute("CHECKPOINT")
         self._con.close()
@@ -362,6 +484,7 @@ class Database:
                 with contextlib.suppress(InvalidStateError):  # the caller gave up (cancelled)
                     jobs[0].future.set_exception(exc)
             return
+        private_file(self._wal)  # DuckDB deletes the WAL at each checkpoint and creates it anew under the umask
         for job, result in zip(jobs, results, strict=True):
             with contextlib.suppress(InvalidStateError):  # a caller that gave up still got its commit
                 job.future.set_result(result)

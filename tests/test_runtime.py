@@ -1,18 +1,25 @@
-"""The running appliance's own jobs: policy reloads, limits across restarts, retention."""
+"""The running appliance's own jobs: policy reloads, limits across restarts, retention; its files and start-up."""
 
 from __future__ import annotations
 
 import os
+import stat
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
+from appliance.audit import record_event
 from appliance.config import ApplianceConfig
-from appliance.database import utc
+from appliance.database import Database, utc
 from appliance.gate import Envelope
 from appliance.runtime import Runtime
-from tests.conftest import AGENT
+from tests.conftest import AGENT, POLICY
+from tests.delivery.receiver import free_port
 
 
 def mail(sender: str, n: int = 0, *, extra: str = "") -> bytes:
@@ -169,3 +176,93 @@ async def test_admin_token_is_generated_once_into_the_data_dir(runtime: Runtime,
     token_file = runtime.config.data_path / "admin.token"
     assert token_file.read_text().strip() == runtime.admin_token
     assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000], ids=["umask 022", "umask 000"])
+async def test_data_dir_is_private_whatever_the_umask(make_config: Callable[..., ApplianceConfig],
+                                                      umask: int) -> None:
+    # Both an existing, readable data_dir (made by the fixture) and one the appliance creates itself.
+    for data_dir in ("var", "fresh/data"):
+        old = os.umask(umask)
+        try:
+            rt = Runtime(make_config(data_dir=data_dir))
+            await rt.start()
+            try:
+                await rt.db.write(lambda con: record_event(con, "test.one", AGENT, "first"))
+                await rt.db.write(lambda con: con.execute("CHECKPOINT"))  # DuckDB deletes the WAL ...
+                await rt.db.write(lambda con: record_event(con, "test.two", AGENT, "second"))  # ... and makes it anew
+                data = rt.config.data_path
+                assert (data / "appliance.duckdb.wal").exists()
+                modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in data.rglob("*")}
+            finally:
+                await rt.stop()
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700, data_dir
+        assert {"appliance.duckdb", "appliance.duckdb.wal", "token.key", "admin.token"} <= set(modes)
+        assert modes == dict.fromkeys(modes, 0o600), (data_dir, {k: oct(v) for k, v in modes.items()})
+        assert stat.S_IMODE((data / "appliance.duckdb").stat().st_mode) == 0o600  # after the closing checkpoint
+
+
+def _cli_config(tmp_path: Path) -> Path:
+    (tmp_path / "policy.toml").write_text(POLICY)
+    path = tmp_path / "appliance.toml"
+    path.write_text(f"""
+mode = "stalwart"
+hostname = "mx.example.test"
+data_dir = "var"
+[http]
+listen = "127.0.0.1:{free_port()}"
+admin_token_env = "TEST_RUN_ADMIN_TOKEN"
+[dns]
+offline = true
+[[agents]]
+address = "{AGENT}"
+policy = "policy.toml"
+""")
+    return path
+
+
+def _run(config: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TEST_RUN_ADMIN_TOKEN": "t", "STALWART_HOOK_SECRET": "s"}  # no start-up warnings
+    return subprocess.run([sys.executable, "-m", "appliance", "run", "--config", str(config), "--log-level",
+                           "WARNING"], capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_start_up_on_a_damaged_database_is_one_clear_line(tmp_path: Path, damage: str) -> None:
+    config = _cli_config(tmp_path)
+    path = tmp_path / "var" / "appliance.duckdb"
+    path.parent.mkdir()
+    if damage == "garbage":
+        path.write_bytes(os.urandom(100_000))
+    else:
+        db = Database(path)
+        db.write_sync(lambda con: con.execute(
+            "INSERT INTO events SELECT now()::TIMESTAMP, 'test', 'a@b', repeat('x', 200) FROM range(20000)"))
+        db.close()
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    before = path.read_bytes()
+    done = _run(config)
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    [line] = lines
+    assert "Traceback" not in done.stderr and "Traceback" not in done.stdout
+    assert str(path) in line and "damaged" in line and "restore it from a backup" in line
+    assert "another process" not in line and "already running" not in line
+    assert path.read_bytes() == before  # the damaged file is left as it was, for the operator
+
+
+def test_start_up_on_a_database_another_process_holds_says_so(tmp_path: Path) -> None:
+    config = _cli_config(tmp_path)
+    path = tmp_path / "var" / "appliance.duckdb"
+    db = Database(path)  # this test process holds it, as a running appliance would
+    try:
+        done = _run(config)
+    finally:
+        db.close()
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode != 0 and len(lines) == 1, done.stderr
+    assert str(path) in lines[0] and "in use by another process" in lines[0] and f"PID {os.getpid()}" in lines[0]

@@ -1,8 +1,13 @@
-"""Who is calling: the admin (operator tools) or an agent (its own key)."""
+"""Who is calling: the admin (operator tools) or an agent (its own key).
+
+Routes that take a body check the caller with a guard (``admin_guard``, ``agent_guard``):
+Litestar runs guards before it reads the body, so a stranger's 40 MB upload is a 401
+without a byte of it read or parsed.
+"""
 
 from __future__ import annotations
 
-__all__ = ["admin_guard", "bearer", "require_admin", "require_agent"]
+__all__ = ["admin_guard", "agent_guard", "bearer", "require_admin", "require_agent"]
 
 import hmac
 
@@ -40,3 +45,8 @@ def require_agent(connection: ASGIConnection) -> str:  # type: ignore[type-arg]
 def admin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
     """Litestar guard form of ``require_admin``."""
     require_admin(connection)
+
+
+def agent_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+    """Litestar guard form of ``require_agent`` (the handler asks ``require_agent`` again for the name)."""
+    require_agent(connection)

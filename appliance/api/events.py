@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator
 
 from litestar import Request, get
 from litestar.datastructures import State
-from litestar.exceptions import ServiceUnavailableException
+from litestar.exceptions import ClientException, ServiceUnavailableException
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
 from appliance.api.auth import require_agent
-from appliance.delivery.stream import event_stream, resolve_cursor
+from appliance.delivery.stream import BadCursor, event_stream, resolve_cursor
 from appliance.runtime import Runtime
 
 RETRY_MS = 2000
@@ -38,7 +38,10 @@ async def event_stream_handler(request: Request, state: State) -> ServerSentEven
     if dispatcher is None:
         raise ServiceUnavailableException("the appliance is starting")
     resume = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
-    cursor = await runtime.db.read(lambda con: resolve_cursor(con, agent, resume))
+    try:
+        cursor = await runtime.db.read(lambda con: resolve_cursor(con, agent, resume))
+    except BadCursor as exc:
+        raise ClientException(str(exc)) from None
 
     async def messages() -> AsyncIterator[ServerSentEventMessage]:
         yield ServerSentEventMessage(data=None, retry=RETRY_MS, comment=f"events for {agent} after {cursor}")

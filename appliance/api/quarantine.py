@@ -4,15 +4,20 @@ from __future__ import annotations
 
 __all__ = ["QuarantineController"]
 
+from typing import Annotated
+
 from litestar import Controller, delete, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from appliance import quarantine
 from appliance.api.auth import admin_guard
 from appliance.runtime import Runtime
 from appliance.store import MessageSummary
+
+Limit = Annotated[int, QueryParameter(ge=1, le=1000)]
+"""How many rows a page holds: 1 to 1000 (anything else is a 400, not a database error)."""
 
 
 class QuarantineController(Controller):
@@ -21,7 +26,7 @@ class QuarantineController(Controller):
 
     @get("/")
     async def list_held(self, state: State, agent: FromQuery[str | None] = None,
-                        limit: FromQuery[int] = 100) -> list[MessageSummary]:
+                        limit: Limit = 100) -> list[MessageSummary]:
         runtime: Runtime = state.runtime
         return await runtime.db.read(lambda con: quarantine.list_held(con, agent, limit))
 

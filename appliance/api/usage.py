@@ -14,7 +14,7 @@ from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import JSONBody
 
-from appliance.api.auth import require_agent
+from appliance.api.auth import agent_guard, require_agent
 from appliance.counters import PersistentLimits
 from appliance.gate.limits import day_key, thread_key
 from appliance.gate.sender import rule_key
@@ -32,7 +32,7 @@ class UsageResult(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     thread_total: int
 
 
-@post("/api/v1/usage", status_code=200)
+@post("/api/v1/usage", status_code=200, guards=[agent_guard])  # the key is checked before the body is read
 async def report_usage(request: Request, state: State, data: JSONBody[UsageReport]) -> UsageResult:  # type: ignore[type-arg]
     """Charge reported usage to a thread (and to the day budget of the rule that admitted it)."""
     agent = require_agent(request)

@@ -90,9 +90,17 @@ class _Job:
 @dataclass(frozen=True)
 class _Result:
     status: int | None
+    """The answer's status line, even when its body was then cut short (kept in the attempt row)."""
     retry_after: float | None
     latency_ms: float | None
     error: str | None
+    complete: bool = False
+    """The whole answer arrived (or as much of its body as is read): only then does ``status`` count."""
+
+    @property
+    def verdict_status(self) -> int | None:
+        """The status the verdict is taken on: none for an answer cut short or timed out mid-body."""
+        return self.status if self.complete else None
 
 
 _CLAIM = """
@@ -301,35 +309,42 @@ class Dispatcher:
         try:
             keys = load_secrets(endpoint.webhook_secret_env, self._environ)
         except ValueError as exc:
-            return _Result(status=None, retry_after=None, latency_ms=None, error=str(exc))
+            return _Result(status=None, retry_after=None, latency_ms=None, error=str(exc), complete=True)
         body = render_event(job.event_type, job.created_at, job.payload, self.tokens, now)
         headers = {**webhook_headers(keys, job.delivery_id, int(now), body), "content-type": "application/json"}
         started = time.perf_counter()
         status: int | None = None
         retry_after: float | None = None
         error: str | None = None
+        complete = False
         self._sending[job.agent] += 1
         try:
-            async with self._client.stream("POST", endpoint.webhook_url, content=body, headers=headers,
-                                           timeout=self.timeout) as response:
+            # One deadline for the whole attempt (connect, send, answer, body): httpx's timeout bounds each
+            # read, so a receiver dripping a byte a second would otherwise hold the slot for ever.
+            async with asyncio.timeout(self.timeout), self._client.stream(
+                    "POST", endpoint.webhook_url, content=body, headers=headers, timeout=self.timeout) as response:
                 status = response.status_code
                 retry_after = parse_retry_after(response.headers.get("retry-after"), self.clock())
                 head = await _drain(response)
+                complete = True
                 if not 200 <= status < 300:
                     error = f"HTTP {status}: {_snippet(head)}".rstrip(": ")
-        except httpx.TimeoutException:
+        except (TimeoutError, httpx.TimeoutException):
             error = f"timed out after {self.timeout:g} s"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         finally:
             self._sending[job.agent] -= 1
             self._wakeup.set()  # a slot is free: the next delivery need not wait for this one's record
+        if not complete and status is not None:  # the answer was cut short: not an answer (never "delivered")
+            error = f"HTTP {status} answer cut short ({error})"
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        return _Result(status=status, retry_after=retry_after, latency_ms=latency_ms, error=error)
+        return _Result(status=status, retry_after=retry_after if complete else None, latency_ms=latency_ms,
+                       error=error, complete=complete)
 
     async def _record(self, job: _Job, result: _Result) -> None:
         now = self.clock()
-        verdict = judge(result.status, result.retry_after, job.attempts - job.round_start + 1, self.schedule)
+        verdict = judge(result.verdict_status, result.retry_after, job.attempts - job.round_start + 1, self.schedule)
         url = self._endpoints[job.agent].webhook_url or ""
         if verdict.pause is not None:
             self._paused[job.agent] = max(self._paused.get(job.agent, 0.0), now + verdict.pause)

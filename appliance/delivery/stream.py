@@ -9,7 +9,7 @@ that delivery's ``seq`` (a plain number is taken as a ``seq``).
 
 from __future__ import annotations
 
-__all__ = ["StreamEvent", "event_stream", "resolve_cursor", "rows_after"]
+__all__ = ["BadCursor", "StreamEvent", "event_stream", "resolve_cursor", "rows_after"]
 
 import asyncio
 import functools
@@ -47,13 +47,30 @@ class _Row:
     payload: str
 
 
+MAX_CURSOR_LENGTH = 128
+"""Characters of a ``Last-Event-ID`` at most (a delivery id has 32, a ``seq`` at most 19)."""
+_MAX_SEQ = 2**63 - 1
+
+
+class BadCursor(ValueError):
+    """A ``Last-Event-ID`` no stream could have sent: too long, or a number beyond any ``seq``."""
+
+
 def resolve_cursor(con: duckdb.DuckDBPyConnection, agent: str, last_event_id: str | None) -> int:
-    """The ``seq`` to continue after: 0 (from the start) when none is given or the id is unknown."""
+    """The ``seq`` to continue after: 0 (from the start) when none is given or the id is unknown.
+
+    ``BadCursor`` for a value that is not an event id at all (over-long, or a number past BIGINT).
+    """
     value = (last_event_id or "").strip()
     if not value:
         return 0
-    if value.isdigit():
-        return int(value)
+    if len(value) > MAX_CURSOR_LENGTH:
+        raise BadCursor(f"Last-Event-ID is {len(value)} characters: not an event id (at most {MAX_CURSOR_LENGTH})")
+    if value.isascii() and value.isdigit():
+        seq = int(value)
+        if seq > _MAX_SEQ:
+            raise BadCursor("Last-Event-ID is a number beyond any event's seq")
+        return seq
     row = con.execute("SELECT seq FROM deliveries WHERE delivery_id = ? AND agent = ?", [value, agent]).fetchone()
     return int(row[0]) if row else 0
 

@@ -15,6 +15,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -22,10 +23,14 @@ from pathlib import Path
 
 import msgspec
 
+from appliance.database import private_dir, private_file
+
 TOKEN_KEY_ENV = "APPLIANCE_TOKEN_KEY"
 """Environment variable holding the signing key (base64, at least 32 bytes); else ``data_dir/token.key``."""
 
 _HEADER = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+"""A JWS segment: base64url, unpadded (RFC 7515 section 2), nothing else."""
 
 
 class Claims(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
@@ -65,7 +70,21 @@ def _b64(data: bytes) -> bytes:
 
 
 def _unb64(data: str) -> bytes:
-    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+    """Strict base64url: the alphabet only, no padding, and only the canonical spelling of the bytes.
+
+    Python's decoder skips characters outside the alphabet and ignores the unused low bits of the
+    last character, so several strings decode to the same bytes; only the one ``_b64`` writes is taken.
+    """
+    if not _SEGMENT.fullmatch(data):
+        raise ValueError("not unpadded base64url")
+    raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+    if _b64(raw) != data.encode("ascii"):
+        raise ValueError("not the canonical base64url of its bytes")
+    return raw
+
+
+_MAX_TOKEN = 16_384
+"""Characters a token may have at most (ours are a few hundred)."""
 
 
 class TokenIssuer:
@@ -88,14 +107,18 @@ class TokenIssuer:
         return (signing_input + b"." + _b64(self._mac(signing_input))).decode("ascii")
 
     def verify(self, token: str, *, now: float | None = None) -> Claims | None:
-        """The claims of a genuine, unexpired token of ours; None otherwise."""
-        parts = token.strip().split(".")
-        if len(parts) != 3 or parts[0] != _HEADER.decode():
+        """The claims of a genuine, unexpired token of ours; None otherwise.
+
+        Exactly the token as issued: no surrounding whitespace, no padding, and a signature that is the
+        canonical base64url of the 32-byte MAC (anything appended to or respelling it is refused).
+        """
+        parts = token.split(".")
+        if len(parts) != 3 or parts[0] != _HEADER.decode() or len(token) > _MAX_TOKEN:
             return None
         signing_input = f"{parts[0]}.{parts[1]}".encode("ascii", "replace")
         try:
             given = _unb64(parts[2])
-            if not hmac.compare_digest(given, self._mac(signing_input)):
+            if len(given) != hashlib.sha256().digest_size or not hmac.compare_digest(given, self._mac(signing_input)):
                 return None
             claims = msgspec.json.decode(_unb64(parts[1]), type=Claims)
         except (binascii.Error, ValueError, msgspec.DecodeError):
@@ -130,11 +153,12 @@ def load_token_key(data_dir: Path, environ: Mapping[str, str] | None = None) -> 
             raise ValueError(f"${TOKEN_KEY_ENV} is not base64") from exc
     path = data_dir / "token.key"
     if path.exists():
+        private_file(path)  # an older appliance (or a copy) may have left it readable
         return base64.b64decode(path.read_text().strip())
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     key = secrets.token_bytes(32)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # the umask can only narrow 0600
     except FileExistsError:  # another process won the race: use its key
         return base64.b64decode(path.read_text().strip())
     with os.fdopen(fd, "w") as fh:

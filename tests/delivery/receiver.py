@@ -118,3 +118,67 @@ class WebhookReceiver:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+RawScript = Callable[[int, socket.socket], None]
+"""(index of the request, the connection, its request already read) -> writes whatever it likes, then returns."""
+
+
+class RawReceiver:
+    """A receiver that answers at the socket level (dripping, cut-short answers): ``with RawReceiver(script) as r``.
+
+    Each connection's request (head and Content-Length body) is read, then ``script`` writes the answer;
+    the connection is closed when it returns. ``r.served`` counts the requests read.
+    """
+
+    def __init__(self, script: RawScript) -> None:
+        self.script = script
+        self.served = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port = int(self._listener.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(body) < length:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    body += chunk
+                index, self.served = self.served, self.served + 1
+                self.script(index, conn)
+            except OSError:
+                pass  # the client gave up (a timed-out attempt): expected here
+
+    def __enter__(self) -> RawReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self._listener.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import Callable
 from email.utils import formatdate
@@ -24,7 +25,7 @@ from tests.delivery.conftest import (
     eventually,
     row,
 )
-from tests.delivery.receiver import Answer, WebhookReceiver, free_port
+from tests.delivery.receiver import Answer, RawReceiver, WebhookReceiver, free_port
 
 WebhookConfig = Callable[..., ApplianceConfig]
 
@@ -211,6 +212,52 @@ async def test_timeout_is_recorded_and_retried(
         "SELECT status, error FROM delivery_attempts WHERE delivery_id = ? AND attempt = 1",
         [delivery_id]).fetchone())
     assert first == (None, "timed out after 0.2 s")
+
+
+async def test_the_timeout_bounds_the_whole_attempt_not_each_read(
+        db: Database, webhook_config: WebhookConfig, start_dispatcher: StartDispatcher) -> None:
+    # A 200 whose body drips one byte every 0.3 s: each read is well inside the timeout, the whole
+    # answer (20 bytes, 6 s) is not. The slot must come back after the timeout, the attempt not delivered.
+    def drip(index: int, conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\n")
+        for _ in range(20):
+            time.sleep(0.3)
+            conn.sendall(b"x")
+
+    with RawReceiver(drip) as receiver:
+        dispatcher = await start_dispatcher(webhook_config(receiver.url, timeout=1.0))
+        started = time.monotonic()
+        delivery_id = await add_job(db, 1, dispatcher=dispatcher)
+        await eventually(lambda: _attempts_at_least(db, delivery_id, 1), within=4.0)
+        took = time.monotonic() - started
+        assert took < 2.5, f"the attempt held its slot {took:.1f} s with a 1 s timeout"
+        first = await db.read(lambda con: con.execute(
+            "SELECT status, error, latency_ms FROM delivery_attempts WHERE delivery_id = ? AND attempt = 1",
+            [delivery_id]).fetchone())
+        assert first is not None and first[0] == 200 and "timed out after 1 s" in first[1]
+        assert first[2] < 2000
+        assert (await row(db, delivery_id))["status"] == "pending"  # retried, never "delivered"
+
+
+async def test_an_answer_cut_short_is_not_a_delivery(
+        db: Database, webhook_config: WebhookConfig, start_dispatcher: StartDispatcher) -> None:
+    # 200 announced with 100 bytes, 10 sent, connection closed: the receiver may not have taken the event.
+    def cut(index: int, conn: socket.socket) -> None:
+        if index == 0:
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+        else:
+            conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    with RawReceiver(cut) as receiver:
+        dispatcher = await start_dispatcher(webhook_config(receiver.url))
+        delivery_id = await add_job(db, 1, dispatcher=dispatcher)
+        await eventually(lambda: _status_is(db, delivery_id, "delivered"))
+    attempts = await db.read(lambda con: con.execute(
+        "SELECT attempt, status, error FROM delivery_attempts WHERE delivery_id = ? ORDER BY attempt",
+        [delivery_id]).fetchall())
+    assert len(attempts) == 2, attempts
+    assert attempts[0][1] == 200 and "cut short" in attempts[0][2]
+    assert attempts[1][1:] == (204, None)
 
 
 async def test_an_attempt_in_flight_at_shutdown_is_sent_again_with_the_same_id(

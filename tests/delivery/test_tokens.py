@@ -64,3 +64,41 @@ def test_key_is_created_once_private_and_reused(tmp_path: Path) -> None:
     assert load_token_key(tmp_path, environ={TOKEN_KEY_ENV: base64.b64encode(env_key).decode()}) == env_key
     with pytest.raises(ValueError, match="32 bytes"):
         TokenIssuer(b"short", issuer="x", ttl=60)
+
+
+def test_only_the_canonical_spelling_of_the_signature_verifies(issuer: TokenIssuer) -> None:
+    # Python's base64 decoder skips characters outside the alphabet, accepts padding and ignores the
+    # unused low bits of the last character: each of these decodes to the genuine MAC.
+    good = token(issuer)
+    header, claims, sig = good.split(".")
+    assert issuer.verify(good, now=NOW) is not None
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(sig[-1])
+    respelled = sig[:-1] + alphabet[last | 1 if last & 1 == 0 else last & ~1]  # the same 256 bits
+    assert base64.urlsafe_b64decode(respelled + "=") == base64.urlsafe_b64decode(sig + "=")
+    variants = [sig + "=", sig + "==", sig + "!", sig + "$$", sig + " ", sig + "\n", sig[:10] + "*" + sig[10:],
+                sig + "A", sig + "AA", sig + "AAAA", respelled, sig.replace("-", "+").replace("_", "/")]
+    for variant in variants:
+        if variant == sig:
+            continue
+        forged = f"{header}.{claims}.{variant}"
+        assert issuer.verify(forged, now=NOW) is None, variant
+        assert not issuer.introspect(forged, now=NOW).active, variant
+    for around in (f" {good}", f"{good} ", f"{good}\n", f"{header}.{claims}=.{sig}"):
+        assert issuer.verify(around, now=NOW) is None, around
+
+
+def test_key_file_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    for n, mask in enumerate((0o022, 0o000)):
+        data_dir = tmp_path / f"data{n}" / "var"
+        old = os.umask(mask)
+        try:
+            load_token_key(data_dir, environ={})
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE((data_dir / "token.key").stat().st_mode) == 0o600
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    loose = tmp_path / "data0" / "var" / "token.key"
+    loose.chmod(0o644)  # left readable by an older version or a careless copy
+    load_token_key(loose.parent, environ={})
+    assert stat.S_IMODE(loose.stat().st_mode) == 0o600
