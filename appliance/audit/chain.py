@@ -57,17 +57,27 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
     body_sha256: str | None
     latency_ms: float
     intake: str
-    """``smtp`` or ``hook``."""
+    """``smtp``, ``hook``, ``local`` (agent to agent) or ``outbound`` (a send)."""
+    detail: str | None = None
+    """What the deciding step found, for refusals (why a message is malformed, which recipient...)."""
+    token_id: str | None = None
+    """The capability token a send or tool call presented (its ``jti``)."""
 
 
 _COLUMNS = tuple(DecisionRecord.__struct_fields__)
+_FIRST_RELEASE = 23
+"""Columns of the first release. Later ones are hashed only when not NULL, so rows written
+before they existed verify unchanged."""
 _ROW = ("seq", *_COLUMNS, "prev_hash", "row_hash")
 _MEMO = "audit.chain"
 
 
 def row_hash(prev_hash: str, values: tuple[object, ...]) -> str:
     """SHA-256 (hex) of the previous hash and a row's values in column order."""
-    canonical = [v.isoformat() if isinstance(v, datetime) else v for v in values]
+    later = list(values[_FIRST_RELEASE:])
+    while later and later[-1] is None:
+        later.pop()
+    canonical = [v.isoformat() if isinstance(v, datetime) else v for v in (*values[:_FIRST_RELEASE], *later)]
     return hashlib.sha256(prev_hash.encode() + b"\n" + msgspec.json.encode(canonical)).hexdigest()
 
 

@@ -207,4 +207,5 @@ def _record(decision: Decision, envelope: Envelope, parsed: ParsedMessage | None
         body_sha256=body_hash,
         latency_ms=round(latency_ms, 3),
         intake=intake,
+        detail=decision.detail if decision.action in ("bounce", "tempfail", "drop") else None,
     )

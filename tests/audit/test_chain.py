@@ -114,3 +114,26 @@ def test_verify_sees_one_snapshot_while_the_writer_appends(db: Database) -> None
     assert report.ok, report.detail
     assert report.rows == 3
     assert db.read_sync(verify_chain).rows == 4
+
+
+def test_columns_added_later_are_chained_and_older_rows_still_verify(db: Database) -> None:
+    import msgspec
+
+    from appliance.audit.chain import GENESIS, _COLUMNS, row_hash
+
+    # A row written by the first release: hashed over its 23 columns only, the later ones NULL.
+    old = record(0)
+    first = tuple(getattr(old, c) for c in _COLUMNS[:23])
+    canonical = [v.isoformat() if hasattr(v, "isoformat") else v for v in first]
+    import hashlib
+    digest = hashlib.sha256(GENESIS.encode() + b"\n" + msgspec.json.encode(canonical)).hexdigest()
+    assert row_hash(GENESIS, tuple(getattr(old, c) for c in _COLUMNS)) == digest
+    db.write_batch_sync(lambda b: append_decision(b, old))
+    refused = msgspec.structs.replace(record(1), action="bounce", reason="malformed_message",
+                                      detail="bare CR at byte 12", token_id=None)
+    db.write_batch_sync(lambda b: append_decision(b, refused))
+    assert db.read_sync(verify_chain).ok
+    assert db.read_sync(lambda con: con.execute(
+        "SELECT detail FROM decisions WHERE decision_id = 'd0001'").fetchone()) == ("bare CR at byte 12",)
+    db.write_sync(lambda con: con.execute("UPDATE decisions SET detail = 'nothing' WHERE decision_id = 'd0001'"))
+    assert db.read_sync(verify_chain).broken_decision_id == "d0001"

@@ -499,8 +499,9 @@ async def test_malformed_and_overlong_refusals_say_why_and_are_audited(
     await dialog.send(message(body="x" * 2000 + "\r\n") + b".\r\n")
     assert (await dialog.reply()).startswith("500 5.5.2 ")
     rows = await runtime.db.read(
-        lambda con: con.execute("SELECT action, reason FROM decisions ORDER BY seq").fetchall())
-    assert rows == [("bounce", "malformed_message"), ("bounce", "malformed_message")]
+        lambda con: con.execute("SELECT action, reason, detail FROM decisions ORDER BY seq").fetchall())
+    assert [r[:2] for r in rows] == [("bounce", "malformed_message"), ("bounce", "malformed_message")]
+    assert "bare CR" in rows[0][2] and "over 1000 octets" in rows[1][2]
 
 
 async def test_smtputf8_is_advertised_and_internationalized_mail_is_accepted(
