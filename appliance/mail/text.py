@@ -3,29 +3,78 @@
 Used by the content guards (gate step 4), by the webhook payload (``text``,
 ``html``) and by the token estimate, so all three see the same thing.
 
-Everything a model could read counts: the subject and display names (RFC 2047
-decoded), every text part decoded from its transfer encoding and charset,
-HTML reduced to text *including* hidden text, comments, scripts, styles and
-attribute values (the model reads the raw HTML too), text attachments, and the
-same again inside attached messages. Hostile input never makes this raise:
-where the email package fails, the raw text is decoded with replacement instead.
+Everything a model could read counts:
+
+- the subject and display names (RFC 2047 decoded);
+- every part whose bytes are text: text/* decoded from its transfer encoding
+  and charset, and any other part (application/octet-stream, JSON, XML, SVG…)
+  whose bytes decode as text (see :func:`decodes_as_text`); binary parts are
+  skipped;
+- the MIME parameters that name a part (Content-Type ``name``,
+  Content-Disposition ``filename``, RFC 2231 or RFC 2047 encoded) and its
+  Content-Description;
+- the preamble and epilogue of every multipart;
+- HTML (and XML, SVG) both as markup and as text: the markup as delivered,
+  the markup with entities, CSS and JavaScript escapes and URL encoding
+  decoded, the text a browser lays out *including* hidden text, the visible
+  text alone, comments, scripts, styles, attribute names and values, CSS
+  ``content`` strings, and ``srcdoc`` documents read as HTML in turn;
+- the same again inside attached messages: message/rfc822 in any transfer
+  encoding, and .eml files attached as octet-stream.
+
+HTML is parsed by Lexbor (selectolax), an HTML5 parser in C: what it builds
+is what a browser builds, and it is linear on hostile input where the
+standard library's ``html.parser`` is quadratic (unclosed tags).
+
+Hostile input never makes this raise, except for structure beyond the limits
+(:class:`~appliance.errors.MessageTooComplex`: more than ``max_parts`` MIME
+parts, nesting deeper than ``max_depth``): where the email package fails, the
+raw text is decoded with replacement instead. Text past ``max_chars`` is cut
+and the result marked ``truncated`` (the gate refuses such a message).
 """
 
 from __future__ import annotations
 
-__all__ = ["ReadableText", "TextPart", "extract_readable"]
+__all__ = [
+    "MAX_CHARS",
+    "MAX_DEPTH",
+    "MAX_PARTS",
+    "ReadableText",
+    "TextPart",
+    "decode_words",
+    "decodes_as_text",
+    "extract_readable",
+    "html_to_text",
+    "strip_tag_characters",
+]
 
 import base64
 import binascii
 import codecs
 import email.errors
+import email.parser
+import email.policy
+import email.utils
 import functools
 import html as html_lib
+import quopri
 import re
+import urllib.parse
 from email.message import EmailMessage, Message
-from html.parser import HTMLParser
 
 import msgspec
+from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
+
+from appliance.errors import MessageTooComplex
+
+MAX_CHARS = 1_000_000
+"""Default limit on the text read from one message (``truncated`` past it)."""
+MAX_PARTS = 1_000
+"""Default limit on MIME parts in one message, attached messages' parts included."""
+MAX_DEPTH = 50
+"""Default limit on MIME nesting (multiparts and attached messages), and on srcdoc documents in HTML."""
+MAX_SRCDOC_DEPTH = 8
+"""srcdoc documents inside srcdoc documents: each level is read again as HTML."""
 
 # What the email package raises on hostile input (its header and MIME parsers
 # have known bugs on malformed data); caught around every call into it.
@@ -58,11 +107,16 @@ class ReadableText(msgspec.Struct, frozen=True, kw_only=True):
     parts: list[TextPart]
     agent_text: str
     """The body the agent reads: the first text/plain body part, else the first
-    text/html body part reduced to text, else empty."""
+    text/html body part reduced to text, else empty. Unicode tag characters removed."""
     html: str | None = None
-    """The first text/html body part as sent (decoded to str), when there is one."""
+    """The first text/html body part as sent (decoded to str), when there is one.
+    Unicode tag characters removed."""
     truncated: bool = False
     """True when text past ``max_chars`` was left out (of ``parts``, ``agent_text`` or ``html``)."""
+    read_chars: int = 0
+    """Characters read from the message and counted against ``max_chars``: the decoded
+    text of headers and parts. Views derived from them (HTML reduced to text, decoded
+    markup…) are in ``parts`` but not counted: each is bounded by its source."""
 
     @property
     def total_chars(self) -> int:
@@ -199,6 +253,124 @@ _ADDRESS_HEADERS = (("From", "from"), ("Sender", "sender"), ("Reply-To", "reply_
                     ("To", "to"), ("Cc", "cc"))
 
 
+# -- text that is not text/* ------------------------------------------------------
+
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f-\x9f]")
+"""Control characters a text file does not hold (tab, line ends, form feed and ESC allowed)."""
+_CONTROL_SHARE = 100
+""""Few control characters": at most one in this many."""
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+         (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def decodes_as_text(data: bytes, charset: str | None = None) -> str | None:
+    """``data`` as text when it is text, else None (binary).
+
+    Text means: it decodes without error as its declared charset, or as UTF-8
+    (UTF-16/32 when it starts with their byte order mark), and at most one
+    character in a hundred is a control character other than tab, line ends,
+    form feed and ESC (ISO-2022 uses it). Random or compressed bytes fail the
+    first test almost always, and a single-byte charset's decoding of binary
+    fails the second.
+    """
+    if not data:
+        return None
+    candidates: list[str] = []
+    declared = _codec(charset)
+    if declared is not None:
+        candidates.append(declared)
+    candidates.extend(codec for bom, codec in _BOMS if data.startswith(bom))
+    candidates.append("utf-8")
+    for codec in dict.fromkeys(candidates):
+        try:
+            text = data.decode(codec)
+        except (LookupError, UnicodeError, ValueError, TypeError):
+            continue
+        if _CONTROLS.subn("", text)[1] * _CONTROL_SHARE <= len(text):
+            return text
+    return None
+
+
+_MARKUP_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/xml", "application/xml",
+                           "image/svg+xml"})
+
+
+def _is_markup(ctype: str) -> bool:
+    return ctype in _MARKUP_TYPES or ctype.endswith("+xml")
+
+
+_HEADER_LINE = re.compile(r"[!-9;-~]{1,76}:[ \t]")
+_MESSAGE_HEADERS = re.compile(r"(?im)^(?:from|subject|content-type|mime-version|message-id|received|date):")
+
+
+def _looks_like_message(text: str, filename: str | None) -> bool:
+    """An RFC 5322 message sent as a file (an .eml as octet-stream or text/plain)."""
+    if filename and filename.lower().endswith(".eml"):
+        return True
+    head = text[:65_536]
+    end = head.find("\n\n")
+    return (end > 0 and _HEADER_LINE.match(head) is not None
+            and _MESSAGE_HEADERS.search(head, 0, end) is not None)
+
+
+# -- decoding what markup and code escape ---------------------------------------------
+
+_CODE_ESCAPE = re.compile(
+    r"\\u\{([0-9a-fA-F]{1,6})\}|\\u([0-9a-fA-F]{4})|\\x([0-9a-fA-F]{2})"  # JavaScript, JSON
+    r"|\\([0-9a-fA-F]{1,6})[ \t\n\r\f]?"  # CSS: \69 gnore
+    r"|\\([^\n\r\f0-9a-fA-F])"  # CSS: any other character escaped
+)
+
+
+def _code_point(digits: str) -> str:
+    cp = int(digits, 16)
+    return chr(cp) if 0 < cp <= 0x10FFFF and not 0xD800 <= cp <= 0xDFFF else "\ufffd"
+
+
+def _code_char(match: re.Match[str]) -> str:
+    digits = match.group(1) or match.group(2) or match.group(3) or match.group(4)
+    return _code_point(digits) if digits else match.group(5)
+
+
+def unescape_code(text: str) -> str:
+    """CSS (``\\69 gnore``), JavaScript and JSON (``\\u0069``, ``\\x69``, ``\\u{69}``) escapes decoded."""
+    return _CODE_ESCAPE.sub(_code_char, text) if "\\" in text else text
+
+
+def _unescape_markup(text: str) -> str:
+    """What a browser decodes: character references, then CSS/JS escapes, then URL encoding.
+
+    Each step is one linear pass; ``+`` reads as a space where URL encoding is found.
+    """
+    if "&" in text:
+        text = html_lib.unescape(text)
+    text = unescape_code(text)
+    if "%" in text:
+        text = urllib.parse.unquote_plus(text, errors="replace")
+    return text
+
+
+# CSS ``content`` values: strings may be unterminated (then they end at the line), and every
+# quantifier is possessive, so a value is read once whatever it holds.
+_CSS_CONTENT = re.compile(
+    r"""content\s*+:((?:"(?:[^"\\\n]|\\.)*+"?|'(?:[^'\\\n]|\\.)*+'?|[^;}"'])*+)""", re.I | re.S)
+_CSS_STRING = re.compile(r""""((?:[^"\\\n]|\\.)*+)"?|'((?:[^'\\\n]|\\.)*+)'?""", re.S)
+
+
+def _css_content(css: str) -> list[str]:
+    """The strings of every ``content:`` declaration, escapes decoded, as the page shows them."""
+    if "content" not in css.lower():
+        return []
+    found: list[str] = []
+    for declaration in _CSS_CONTENT.finditer(css):
+        strings = [m.group(1) if m.group(1) is not None else (m.group(2) or "")
+                   for m in _CSS_STRING.finditer(declaration.group(1))]
+        shown = unescape_code("".join(strings))
+        if shown.strip():
+            found.append(shown)
+    return found
+
+
 # -- HTML ----------------------------------------------------------------------
 
 _BLOCK = frozenset({
@@ -206,20 +378,19 @@ _BLOCK = frozenset({
     "details", "dialog", "dir", "div", "dl", "dt", "fieldset", "figcaption", "figure",
     "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "head", "header", "hr", "html",
     "legend", "li", "main", "menu", "nav", "ol", "option", "p", "pre", "section", "summary",
-    "table", "tbody", "tfoot", "thead", "title", "tr", "ul",
+    "table", "tbody", "tfoot", "thead", "title", "tr", "ul", "textarea", "listing", "plaintext",
 })
 _CELL = frozenset({"td", "th"})
-_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
-                   "param", "source", "track", "wbr"})
-_NOT_RENDERED = frozenset({"head", "title", "template", "script", "style", "noscript"})
-_SELF_CLOSING_SIBLINGS = frozenset({"p", "li", "td", "th", "tr", "option", "dt", "dd"})
+_NOT_RENDERED = frozenset({"head", "title", "template", "script", "style", "noscript", "iframe",
+                           "noembed", "noframes"})
+_PRESERVE = frozenset({"pre", "textarea", "listing", "plaintext", "xmp"})
 _HIDING_STYLE = re.compile(
-    r"display\s*:\s*none|visibility\s*:\s*(?:hidden|collapse)|mso-hide\s*:\s*all"
-    r"|font-size\s*:\s*0*\.?0+(?:px|pt|em|rem|%)?\s*(?:;|$|!)|opacity\s*:\s*0*\.?0+\s*(?:;|$|!)",
+    r"display\s*+:\s*+none|visibility\s*+:\s*+(?:hidden|collapse)|mso-hide\s*+:\s*+all"
+    r"|(?:font-size|opacity)\s*+:\s*+(?:0++(?:\.0*+)?|\.0++)(?![0-9.])",
     re.I,
 )
 _HTML_SPACE = re.compile(r"[ \t\r\n\f]+")
-_TAG = re.compile(r"<[^>]*>")
+_TAG = re.compile(r"<[^<>]*>")
 
 
 class _HtmlText(msgspec.Struct, kw_only=True):
@@ -229,14 +400,18 @@ class _HtmlText(msgspec.Struct, kw_only=True):
     scripts: list[str] = msgspec.field(default_factory=list)
     styles: list[str] = msgspec.field(default_factory=list)
     attributes: list[str] = msgspec.field(default_factory=list)
+    attribute_names: list[str] = msgspec.field(default_factory=list)
+    css_content: list[str] = msgspec.field(default_factory=list)
+    srcdocs: list[_HtmlText] = msgspec.field(default_factory=list)
 
 
 _SOFT_BREAK = "\ue000"
 """Marks a block boundary in the flow: a run of them is one line break."""
 _PARA_BREAK = "\ue001"
 """Marks a paragraph boundary: a blank line."""
+_MARK_CHARS = _SOFT_BREAK + _PARA_BREAK
 _MARKS = re.compile("[\ue000\ue001]")
-_MARK_RUN = re.compile("[ \t]*[\ue000\ue001](?:[ \t]*[\ue000\ue001])*")
+_MARK_RUN = re.compile("[\ue000\ue001]+")
 _PARAGRAPH = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "table",
                         "ul", "ol", "dl", "hr", "figure", "address"})
 
@@ -248,9 +423,10 @@ class _Flow:
         self._chunks: list[str] = []
         self._last = "\n"
 
-    def text(self, data: str, pre: bool) -> None:
+    def text(self, data: str, pre: bool, collapsed: bool = False) -> None:
         if not pre:
-            data = _HTML_SPACE.sub(" ", data)
+            if not collapsed:
+                data = _HTML_SPACE.sub(" ", data)
             if data.startswith(" ") and self._last in " \n":
                 data = data[1:]
         if data:
@@ -258,106 +434,21 @@ class _Flow:
             self._last = data[-1]
 
     def mark(self, mark: str) -> None:
-        self._chunks.append(mark)
+        # Spaces and tabs before a block boundary are cut (each chunk is cut at most once).
+        chunks = self._chunks
+        while chunks and chunks[-1] not in _MARK_CHARS:
+            kept = chunks[-1].rstrip(" \t")
+            if kept:
+                chunks[-1] = kept
+                break
+            chunks.pop()
+        chunks.append(mark)
         self._last = "\n"
 
     def result(self) -> str:
         joined = _MARK_RUN.sub(lambda m: "\n\n" if _PARA_BREAK in m.group(0) else "\n",
                                "".join(self._chunks))
         return _tidy(joined)
-
-
-class _Reducer(HTMLParser):
-    """HTML → text: every text node, hidden or not; the rest kept aside."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out = _HtmlText()
-        self._all = _Flow()
-        self._visible = _Flow()
-        self._stack: list[tuple[str, bool]] = []
-        self._raw: str | None = None
-        self._pre = 0
-
-    def _hidden(self) -> bool:
-        return bool(self._stack) and self._stack[-1][1]
-
-    def _text(self, data: str) -> None:
-        data = _MARKS.sub("", data)
-        pre = self._pre > 0
-        self._all.text(data, pre)
-        if not self._hidden():
-            self._visible.text(data, pre)
-
-    def _break(self, tag: str) -> None:
-        if tag == "br":
-            self._all.text("\n", True)
-            self._visible.text("\n", True)
-        elif tag in _BLOCK or tag in _PARAGRAPH:
-            mark = _PARA_BREAK if tag in _PARAGRAPH else _SOFT_BREAK
-            self._all.mark(mark)
-            self._visible.mark(mark)
-        elif tag in _CELL:
-            self._all.text(" ", False)
-            self._visible.text(" ", False)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self._open(tag, attrs, closes=False)
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self._open(tag, attrs, closes=True)
-
-    def _open(self, tag: str, attrs: list[tuple[str, str | None]], *, closes: bool) -> None:
-        hides = tag in _NOT_RENDERED
-        for name, value in attrs:
-            if name == "hidden" or (name == "style" and value and _HIDING_STYLE.search(value)):
-                hides = True
-            if value and value.strip():
-                self.out.attributes.append(value.strip())
-        self._break(tag)
-        if tag == "pre":
-            self._pre += 1
-        if tag in ("script", "style"):
-            self._raw = tag
-        if closes or tag in _VOID:
-            return
-        if tag in _SELF_CLOSING_SIBLINGS and self._stack and self._stack[-1][0] == tag:
-            self._stack.pop()
-        self._stack.append((tag, hides or self._hidden()))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style"):
-            self._raw = None
-        if tag == "pre" and self._pre:
-            self._pre -= 1
-        for i in range(len(self._stack) - 1, -1, -1):
-            if self._stack[i][0] == tag:
-                del self._stack[i:]
-                break
-        if tag != "br":
-            self._break(tag)
-
-    def handle_data(self, data: str) -> None:
-        if self._raw == "script":
-            self.out.scripts.append(data)
-        elif self._raw == "style":
-            self.out.styles.append(data)
-        else:
-            self._text(data)
-
-    def handle_comment(self, data: str) -> None:
-        self.out.comments.append(data)
-
-    def unknown_decl(self, data: str) -> None:
-        self.out.comments.append(data.removeprefix("CDATA["))
-
-    def handle_pi(self, data: str) -> None:
-        self.out.comments.append(data)
-
-    def result(self) -> _HtmlText:
-        self.out.text = self._all.result()
-        self.out.visible = self._visible.result()
-        return self.out
 
 
 def _tidy(text: str) -> str:
@@ -370,19 +461,123 @@ def _tidy(text: str) -> str:
     return "\n".join(lines).strip("\n")
 
 
+def _kids(node: LexborNode) -> list[LexborNode]:
+    kids: list[LexborNode] = []
+    child = node.first_child
+    while child is not None:
+        kids.append(child)
+        child = child.next
+    return kids
+
+
+class _Reducer:
+    """One HTML document → its texts, by a walk of the tree Lexbor builds (no recursion)."""
+
+    def __init__(self, depth: int) -> None:
+        self.out = _HtmlText()
+        self.depth = depth
+        self.all = _Flow()
+        self.visible = _Flow()
+
+    def _break(self, tag: str) -> None:
+        if tag == "br":
+            self.all.text("\n", True)
+            self.visible.text("\n", True)
+        elif tag in _BLOCK or tag in _PARAGRAPH:
+            mark = _PARA_BREAK if tag in _PARAGRAPH else _SOFT_BREAK
+            self.all.mark(mark)
+            self.visible.mark(mark)
+        elif tag in _CELL:
+            self.all.text(" ", False)
+            self.visible.text(" ", False)
+
+    def _attributes(self, node: LexborNode) -> bool:
+        """Keep the element's attributes; True when they hide it."""
+        hides = False
+        out = self.out
+        for name, value in node.attributes.items():
+            out.attribute_names.append(name)
+            if name == "hidden":
+                hides = True
+            if not value or not value.strip():
+                continue
+            out.attributes.append(value.strip())
+            if name == "style":
+                hides = hides or _HIDING_STYLE.search(value) is not None
+                out.css_content.extend(_css_content(value))
+            elif name == "srcdoc":
+                if self.depth >= MAX_SRCDOC_DEPTH:
+                    raise MessageTooComplex(f"HTML srcdoc documents nested deeper than {MAX_SRCDOC_DEPTH}")
+                out.srcdocs.append(_reduce_html(value, self.depth + 1))
+        return hides
+
+    def walk(self, document: LexborNode) -> None:
+        # (node, hidden, pre): a node to enter, or an element's tag name to leave it.
+        stack: list[tuple[LexborNode | str, bool, int]] = [(n, False, 0) for n in reversed(_kids(document))]
+        out = self.out
+        while stack:
+            node, hidden, pre = stack.pop()
+            if isinstance(node, str):
+                if node != "br":
+                    self._break(node)
+                continue
+            if node.is_text_node:
+                data = node.text_content or ""
+                if _MARK_CHARS[0] in data or _MARK_CHARS[1] in data:
+                    data = _MARKS.sub("", data)
+                if not pre:
+                    data = _HTML_SPACE.sub(" ", data)
+                self.all.text(data, pre > 0, collapsed=True)
+                if not hidden:
+                    self.visible.text(data, pre > 0, collapsed=True)
+                continue
+            if node.is_comment_node:
+                comment = node.comment_content or ""
+                if comment.startswith("[CDATA["):
+                    comment = comment[7:].removesuffix("]]")
+                out.comments.append(comment)
+                continue
+            if not node.is_element_node:
+                stack.extend((n, hidden, pre) for n in reversed(_kids(node)))
+                continue
+            tag = node.tag or ""
+            hides = self._attributes(node) or hidden or tag in _NOT_RENDERED
+            if tag in ("script", "style"):
+                body = node.text(deep=True)
+                (out.scripts if tag == "script" else out.styles).append(body)
+                if tag == "style":
+                    out.css_content.extend(_css_content(body))
+                continue
+            self._break(tag)
+            inner = pre + 1 if tag in _PRESERVE else pre
+            stack.append((tag, hides, pre))
+            if tag == "template":
+                for fragment in reversed(node.template_fragments()):
+                    stack.extend((n, True, inner) for n in reversed(_kids(fragment)))
+            stack.extend((n, hides, inner) for n in reversed(_kids(node)))
+
+    def result(self) -> _HtmlText:
+        self.out.text = self.all.result()
+        self.out.visible = self.visible.result()
+        return self.out
+
+
 def html_to_text(source: str) -> str:
     """The text of an HTML document, hidden text included (what ``agent_text`` holds)."""
     return _reduce_html(source).text
 
 
-def _reduce_html(source: str) -> _HtmlText:
-    reducer = _Reducer()
+def _reduce_html(source: str, depth: int = 0) -> _HtmlText:
+    reducer = _Reducer(depth)
     try:
-        reducer.feed(source)
-        reducer.close()
-    except (AssertionError, ValueError, IndexError, TypeError, RecursionError):
+        tree = LexborHTMLParser(source.encode("utf-8", "replace"))
+        document = tree.root.parent if tree.root is not None else None
+    except (SelectolaxError, ValueError, TypeError, UnicodeError, RuntimeError):
+        document = None
+    if document is None:
         text = _tidy(_HTML_SPACE.sub(" ", html_lib.unescape(_TAG.sub("", source))).strip())
         return _HtmlText(text=text, visible=text)
+    reducer.walk(document)
     return reducer.result()
 
 
@@ -391,43 +586,79 @@ def _reduce_html(source: str) -> _HtmlText:
 def _unflow(text: str, delsp: bool) -> str:
     """Join the soft line breaks of a format=flowed body."""
     out: list[str] = []
-    pending = ""
+    pending: list[str] = []
     for line in text.replace("\r\n", "\n").split("\n"):
         if line.startswith(" "):
             line = line[1:]  # space-stuffing
         if line.endswith(" ") and line != "-- ":
-            pending += line[:-1] if delsp else line
+            pending.append(line[:-1] if delsp else line)
             continue
-        out.append(pending + line)
-        pending = ""
+        pending.append(line)
+        out.append("".join(pending))
+        pending = []
     if pending:
-        out.append(pending)
+        out.append("".join(pending))
     return "\n".join(out)
+
+
+# -- Unicode tag characters --------------------------------------------------------
+
+_TAG_CHARACTERS = re.compile("[\U000e0000-\U000e007f]+")
+
+
+def strip_tag_characters(text: str) -> str:
+    """``text`` without Unicode tag characters (U+E0000..U+E007F).
+
+    They render as nothing, yet tokenizers read them as the ASCII characters
+    they shadow: text the agent is handed never carries them.
+    """
+    return _TAG_CHARACTERS.sub("", text) if not text.isascii() else text
 
 
 # -- the walk --------------------------------------------------------------------
 
 class _Collector:
-    def __init__(self, max_chars: int) -> None:
+    def __init__(self, max_chars: int, max_parts: int, max_depth: int) -> None:
         self.parts: list[TextPart] = []
-        self.remaining = max(0, max_chars)
+        self.max_chars = max(0, max_chars)
+        self.remaining = self.max_chars
         self.truncated = False
         self.agent_plain: str | None = None
         self.agent_html: str | None = None
         self.html: str | None = None
+        self.max_parts = max_parts
+        self.max_depth = max_depth
+        self.entities = 0
 
-    def add(self, where: str, text: str) -> str:
-        """Keep ``text`` (cut to what is left of the budget); return what was kept."""
+    def enter(self, depth: int) -> None:
+        """Count one MIME entity at ``depth``; refuse structure past the limits."""
+        self.entities += 1
+        if self.entities > self.max_parts:
+            raise MessageTooComplex(f"more than {self.max_parts} MIME parts")
+        if depth > self.max_depth:
+            raise MessageTooComplex(f"MIME parts nested deeper than {self.max_depth} levels")
+
+    def take(self, text: str) -> str:
+        """Count ``text`` read from the message against the budget; return what fits."""
         if not text or text.isspace():
             return ""
         if len(text) > self.remaining:
             self.truncated = True
             text = text[: self.remaining]
-            if not text:
-                return ""
         self.remaining -= len(text)
-        self.parts.append(TextPart(where=where, text=text))
         return text
+
+    def add(self, where: str, text: str) -> str:
+        """Keep ``text`` read from the message (cut to what is left of the budget); return what was kept."""
+        text = self.take(text)
+        if text:
+            self.parts.append(TextPart(where=where, text=text))
+        return text
+
+    def derive(self, where: str, text: str) -> None:
+        """Keep a view derived from text already kept (not counted: it is bounded by its source)."""
+        if text and not text.isspace():
+            self.parts.append(TextPart(where=where, text=text))
 
 
 def _safe_str(fn: object) -> str | None:
@@ -509,6 +740,19 @@ def _param(part: Message, name: str) -> str:
     return value.strip().lower() if isinstance(value, str) else ""
 
 
+def _naming_param(part: Message, name: str, header: str) -> str:
+    """A parameter that names the part, RFC 2231 and RFC 2047 decoded, whitespace squashed."""
+    try:
+        value = part.get_param(name, header=header)
+        if isinstance(value, tuple):
+            value = email.utils.collapse_rfc2231_value(value)
+    except _EMAIL_FAILURES:
+        return ""
+    if not isinstance(value, str):
+        return ""
+    return _squash(decode_words(_unsurrogate(value)))
+
+
 def _children(part: Message) -> list[Message] | None:
     """Sub-parts of a container, or None for a leaf."""
     try:
@@ -530,85 +774,202 @@ def _label(text: str, limit: int = 120) -> str:
     return _squash(text)[:limit]
 
 
-def _leaf(part: Message, index: int, prefix: str, top: bool, out: _Collector) -> None:
+def _parser(part: Message) -> email.parser.BytesParser:
+    policy = part.policy if isinstance(part.policy, email.policy.EmailPolicy) else email.policy.default
+    return email.parser.BytesParser(policy=policy)
+
+
+def _parse_bytes(part: Message, data: bytes) -> Message | None:
+    try:
+        return _parser(part).parsebytes(data)
+    except _EMAIL_FAILURES:
+        return None
+
+
+_NOT_B64_BYTES = re.compile(rb"[^A-Za-z0-9+/]")
+
+
+def _encoded_message(container: Message, child: Message) -> Message:
+    """The attached message of a message/* part sent base64 or quoted-printable (RFC 2046
+    forbids it; clients send it, and readers decode it): the email package parses the
+    encoded text as a message, so it is decoded and parsed again here."""
+    cte = (_safe_str(lambda: container.get("Content-Transfer-Encoding", "")) or "").strip().lower()
+    if cte not in ("base64", "quoted-printable"):
+        return child
+    try:
+        items = list(child.raw_items())
+        payload = child.get_payload()
+        if isinstance(payload, str):
+            head = "".join(f"{k}:{v}\n" for k, v in items)
+            encoded = ((head + "\n") if head else "") + payload
+            data = encoded.encode("utf-8", "surrogateescape" if not _lone_surrogates(encoded) else "replace")
+        else:
+            data = child.as_bytes()
+    except _EMAIL_FAILURES:
+        return child
+    if cte == "base64":
+        clean = _NOT_B64_BYTES.sub(b"", data)
+        if len(clean) % 4 == 1:
+            clean = clean[:-1]
+        try:
+            decoded = base64.b64decode(clean + b"=" * (-len(clean) % 4))
+        except (binascii.Error, ValueError):
+            return child
+    else:
+        decoded = quopri.decodestring(data)
+    return _parse_bytes(container, decoded) or child
+
+
+def _add_html(where: str, reduced: _HtmlText, out: _Collector) -> None:
+    """The derived views of one reduced HTML document (and of its srcdoc documents)."""
+    out.derive(where, reduced.text)
+    if reduced.visible != reduced.text:
+        out.derive(f"{where} (visible)", reduced.visible)
+    for kind, pieces in (("comment", reduced.comments), ("script", reduced.scripts),
+                         ("style", reduced.styles), ("attributes", reduced.attributes),
+                         ("css content", reduced.css_content)):
+        out.derive(f"{where} html.{kind}", "\n".join(p.strip() for p in pieces if p.strip()))
+    out.derive(f"{where} html.attribute names", " ".join(reduced.attribute_names))
+    for i, frame in enumerate(reduced.srcdocs, 1):
+        _add_html(f"{where} html.srcdoc[{i}]", frame, out)
+
+
+def _markup(where: str, text: str, out: _Collector) -> str:
+    """An HTML (or XML) part: the markup as sent, decoded, and the texts it holds.
+
+    Returns the reduced text (what ``agent_text`` shows for an HTML body).
+    """
+    kept = out.take(text)
+    reduced = _reduce_html(kept)
+    _add_html(where, reduced, out)
+    out.derive(f"{where} html.markup", kept)
+    decoded = _unescape_markup(kept)
+    if decoded != kept:
+        out.derive(f"{where} html.markup decoded", decoded)
+    return reduced.text
+
+
+def _leaf(part: Message, index: int, prefix: str, top: bool, out: _Collector) -> Message | None:
+    """Read one leaf part; return the message it holds when it is an RFC 5322 message file."""
     ctype = (_safe_str(part.get_content_type) or "text/plain").lower()
     disposition = _safe_str(part.get_content_disposition)
-    filename = _safe_str(part.get_filename)
+    filename = _naming_param(part, "filename", "content-disposition") or None
+    name = _naming_param(part, "name", "content-type") or None
+    if filename is None:
+        fallback = _safe_str(part.get_filename)
+        filename = _squash(decode_words(_unsurrogate(fallback))) if fallback else None
     if filename is not None:
-        full = _squash(decode_words(_unsurrogate(filename)))
-        out.add(f"{prefix}attachment[{index}] filename", full)
-        filename = _label(full)
+        out.add(f"{prefix}attachment[{index}] filename", filename)
+    if name is not None and name != filename:
+        out.add(f"{prefix}attachment[{index}] name", name)
+    description = _safe_str(lambda: str(part.get("Content-Description", "")))
+    if description:
+        out.add(f"{prefix}attachment[{index}] description", _raw_header_text(description))
+    label = _label(filename or name or "") or None
     maintype, _, subtype = ctype.partition("/")
     # A container the parser could not split (no boundary, say) is still text to some readers.
     unparsed = maintype in ("multipart", "message")
-    if maintype != "text" and not unparsed:
-        return
     attached = disposition == "attachment"
     if attached:
-        named = f" {filename}" if filename else f"[{index}] {ctype}"
-        where = f"{prefix}attachment{named}"
+        where = f"{prefix}attachment {label}" if label else f"{prefix}attachment[{index}] {ctype}"
     else:
         where = f"{prefix}body[{index}] {ctype}"
     if unparsed:
         where += " (unparsed)"
     data = _payload_bytes(part)
-    text, other = _decode(data, _safe_str(part.get_content_charset))
+    charset = _safe_str(part.get_content_charset)
+    other: str | None = None
+    if maintype == "text" or unparsed:
+        text, other = _decode(data, charset)
+    else:
+        sniffed = decodes_as_text(data, charset)
+        if sniffed is None:
+            return None  # binary
+        text = sniffed
     text = _crlf(text)
     other = _crlf(other) if other is not None else None
     body_part = top and not attached and not unparsed
-    if subtype == "html" and not unparsed:
-        reduced = _reduce_html(text)
-        kept = out.add(where, reduced.text)
-        if reduced.visible != reduced.text:
-            out.add(f"{where} (visible)", reduced.visible)
-        for kind, pieces in (("comment", reduced.comments), ("script", reduced.scripts),
-                             ("style", reduced.styles), ("attributes", reduced.attributes)):
-            out.add(f"{where} html.{kind}", "\n".join(p.strip() for p in pieces if p.strip()))
-        if body_part and out.html is None:
+    if _is_markup(ctype) and not unparsed:
+        reduced = _markup(where, text, out)
+        if body_part and subtype == "html" and out.html is None:
             out.html = text
-            out.agent_html = kept
+            out.agent_html = reduced
     else:
         if subtype == "plain" and _param(part, "format") == "flowed":
             text = _unflow(text, _param(part, "delsp") == "yes")
         kept = out.add(where, text)
+        if maintype != "text" and not unparsed:
+            decoded = unescape_code(kept)
+            if decoded != kept:
+                out.derive(f"{where} (escapes decoded)", decoded)
         if body_part and subtype == "plain" and out.agent_plain is None:
             out.agent_plain = kept
     if other is not None and other != text:
         out.add(f"{where} (as undeclared bytes)", other)
+    if (attached or filename or name) and not unparsed and _looks_like_message(text, filename or name):
+        return _parse_bytes(part, data)
+    return None
 
 
-def extract_readable(msg: EmailMessage, *, max_chars: int = 1_000_000) -> ReadableText:
-    """Everything readable in ``msg``, in message order, at most ``max_chars`` characters.
+def extract_readable(msg: EmailMessage, *, max_chars: int = MAX_CHARS, max_parts: int = MAX_PARTS,
+                     max_depth: int = MAX_DEPTH) -> ReadableText:
+    """Everything readable in ``msg``, in message order, at most ``max_chars`` characters read.
 
-    Never raises: parts the email package cannot decode are read as raw text.
+    Raises MessageTooComplex for more than ``max_parts`` MIME parts (attached
+    messages' included) or nesting deeper than ``max_depth``; otherwise never
+    raises: parts the email package cannot decode are read as raw text.
     """
-    out = _Collector(max_chars)
+    out = _Collector(max_chars, max_parts, max_depth)
     _headers(msg, "", out)
     leaf = 0
     nested = 0
-    # (part, prefix, top): top is False inside attached messages.
-    stack: list[tuple[Message, str, bool]] = [(msg, "", True)]
+    multiparts = 0
+    # (part, prefix, top, depth): top is False inside attached messages.
+    stack: list[tuple[Message, str, bool, int]] = [(msg, "", True, 0)]
+
+    def attach(child: Message, depth: int, pushed: list[tuple[Message, str, bool, int]]) -> None:
+        nonlocal nested
+        nested += 1
+        inner = f"message[{nested}] "
+        _headers(child, inner, out)
+        pushed.append((child, inner, False, depth))
+
     while stack:
-        part, prefix, top = stack.pop()
+        part, prefix, top, depth = stack.pop()
+        out.enter(depth)
         children = _children(part)
         if children is None:
             leaf += 1
-            _leaf(part, leaf, prefix, top, out)
+            held = _leaf(part, leaf, prefix, top, out)
+            if held is not None:
+                extra: list[tuple[Message, str, bool, int]] = []
+                attach(held, depth + 1, extra)
+                stack.extend(extra)
             continue
         ctype = (_safe_str(part.get_content_type) or "").lower()
-        pushed: list[tuple[Message, str, bool]] = []
+        if ctype.startswith("multipart/"):
+            multiparts += 1
+            suffix = "" if multiparts == 1 else f"[{multiparts}]"
+            for attr in ("preamble", "epilogue"):
+                value = getattr(part, attr, None)
+                if isinstance(value, str):
+                    out.add(f"{prefix}{attr}{suffix}", _crlf(_unsurrogate(value)))
+        pushed: list[tuple[Message, str, bool, int]] = []
         for child in children:
             if ctype.startswith("message/"):
-                nested += 1
-                inner = f"message[{nested}] "
-                _headers(child, inner, out)
-                pushed.append((child, inner, False))
+                attach(_encoded_message(part, child), depth + 1, pushed)
             else:
-                pushed.append((child, prefix, top))
+                pushed.append((child, prefix, top, depth + 1))
         stack.extend(reversed(pushed))
     agent = out.agent_plain if out.agent_plain is not None else (out.agent_html or "")
     html = out.html
-    if html is not None and len(html) > max_chars:
-        html = html[:max_chars]
+    if html is not None and len(html) > out.max_chars:
+        html = html[: out.max_chars]
         out.truncated = True
-    return ReadableText(parts=out.parts, agent_text=agent, html=html, truncated=out.truncated)
+    return ReadableText(
+        parts=out.parts,
+        agent_text=strip_tag_characters(agent),
+        html=strip_tag_characters(html) if html is not None else None,
+        truncated=out.truncated,
+        read_chars=out.max_chars - out.remaining,
+    )

@@ -29,7 +29,8 @@ from typing import Any
 
 import pytest
 
-from appliance.guards import extract_readable, scan
+from appliance.guards import scan
+from appliance.mail import extract_readable
 from appliance.policy.model import ContentGuard
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance.guards import GuardHit, extract_readable, scan, scanned_parts
+from appliance.guards import GuardHit, scan, scanned_parts
+from appliance.mail import extract_readable
 from appliance.policy.model import ContentGuard
 
 GUARD = ContentGuard(reject=re.compile(r"ignore (previous|all) instructions", re.I),
@@ -372,7 +373,7 @@ def test_arbitrary_mime_shaped_bytes_never_raise(pieces: list[bytes]) -> None:
     msg = _PARSER.parsebytes(b"".join(pieces))
     assert isinstance(msg, EmailMessage)
     readable = extract_readable(msg, max_chars=10_000)
-    assert readable.total_chars <= 10_000
+    assert readable.read_chars <= 10_000
     scan(readable, [GUARD])
 
 
@@ -380,5 +381,5 @@ def test_arbitrary_mime_shaped_bytes_never_raise(pieces: list[bytes]) -> None:
 def test_tiny_budgets_do_not_raise(max_chars: int) -> None:
     readable = extract_readable(parse(with_body(b"text/html", b"<p>" + PHRASE.encode())),
                                 max_chars=max_chars)
-    assert readable.total_chars <= max_chars
+    assert readable.read_chars <= max_chars
     assert scan(readable, [GUARD]) is None or max_chars >= len(PHRASE)

@@ -7,7 +7,11 @@ import email.parser
 import email.policy
 from email.message import EmailMessage
 
+import pytest
+
+from appliance.errors import MessageTooComplex
 from appliance.mail import ReadableText, extract_readable, html_to_text
+from appliance.mail.text import MAX_DEPTH
 
 _PARSER = email.parser.BytesParser(policy=email.policy.default)
 
@@ -62,7 +66,8 @@ Plain text
 """)
     assert r.agent_text == "Plain text"
     assert r.html == "<p>Rich <b>text</b></p>"
-    assert wheres(r)[-2:] == ["body[1] text/html", "body[2] text/plain"]
+    assert wheres(r)[-3:] == ["body[1] text/html", "body[1] text/html html.markup", "body[2] text/plain"]
+    assert r.text_of("body[1] text/html html.markup") == r.html
 
 
 def test_agent_text_is_reduced_html_when_there_is_no_text_plain() -> None:
@@ -162,7 +167,7 @@ Content-Type: application/pdf
 Content-Disposition: attachment; filename="report.pdf"
 Content-Transfer-Encoding: base64
 
-JVBERi0=
+""" + base64.b64encode(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Length 9 >>\nstream\nx\x9c\x03\x00") + b"""
 --B
 Content-Type: text/html
 Content-Disposition: attachment
@@ -269,10 +274,20 @@ def test_odd_messages_do_not_raise() -> None:
         assert isinstance(r, ReadableText)
 
 
-def test_deeply_nested_multiparts_are_walked_without_recursion() -> None:
-    depth = 150
+def _nested(depth: int) -> bytes:
     head = b"".join(b"Content-Type: multipart/mixed; boundary=b%d\n\n--b%d\n" % (i, i)
                     for i in range(depth))
     tail = b"".join(b"\n--b%d--\n" % i for i in reversed(range(depth)))
-    r = readable(b"From: a@example.net\n" + head + b"Content-Type: text/plain\n\ndeep text" + tail)
+    return b"From: a@example.net\n" + head + b"Content-Type: text/plain\n\ndeep text" + tail
+
+
+def test_nesting_up_to_the_limit_is_walked_without_recursion() -> None:
+    r = readable(_nested(MAX_DEPTH))
     assert any(p.text.startswith("deep text") for p in r.parts)
+
+
+def test_nesting_past_the_limit_is_too_complex() -> None:
+    with pytest.raises(MessageTooComplex, match="nested deeper than 50 levels"):
+        readable(_nested(150))
+    with pytest.raises(MessageTooComplex, match="deeper than 3"):
+        readable(_nested(5), max_depth=3)
