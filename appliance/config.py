@@ -19,8 +19,10 @@ __all__ = [
     "DnsConfig",
     "HookConfig",
     "HttpConfig",
+    "OutboundConfig",
     "ReadingConfig",
     "SmtpConfig",
+    "ToolConfig",
     "environment_warnings",
     "load_config",
     "parse_hostport",
@@ -37,7 +39,7 @@ import msgspec
 from appliance.errors import ConfigError, Problem
 from appliance.mailauth.dns import parse_nameserver
 
-_SECTIONS = frozenset({"http", "smtp", "dns", "hook", "delivery", "reading"})
+_SECTIONS = frozenset({"http", "smtp", "dns", "hook", "delivery", "reading", "outbound"})
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -116,6 +118,44 @@ class DeliveryConfig(_Section, frozen=True):
     """Seconds a capability token stays valid."""
 
 
+class OutboundConfig(_Section, frozen=True):
+    """How the agents' mail leaves the appliance."""
+
+    transport: Literal["capture", "smarthost", "direct"] = "capture"
+    """``capture`` keeps mail in the Sent mailbox (mail to a local agent goes through its inbound
+    gate); ``smarthost`` relays through ``smarthost``; ``direct`` delivers to each domain's MX."""
+    smarthost: str | None = None
+    """``host:port`` of the relay (port 587 usually)."""
+    smarthost_username_env: str | None = None
+    """Environment variable with the relay's AUTH user name; no AUTH when unset."""
+    smarthost_password_env: str | None = None
+    require_tls: bool = True
+    """STARTTLS is required on the smarthost (and on a direct MX whose MTA-STS policy enforces it)."""
+    connect_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    retry_for: Annotated[float, msgspec.Meta(gt=0)] = 432_000.0
+    """Seconds a message is retried after 4xx answers or connection failures (5 days), then bounced."""
+    dkim_selector: str = "appliance"
+    """Selector of the keys ``appliance dkim keygen`` makes: ``<selector>-rsa`` and ``<selector>-ed25519``."""
+    display_names: dict[str, str] = msgspec.field(default_factory=dict)
+    """Display name per agent address, for the From of its mail."""
+
+
+class ToolConfig(_Section, frozen=True):
+    """A service an agent may call through the appliance, when the sender's grant includes ``capability``."""
+
+    name: str
+    """As in ``POST /api/v1/tools/{name}``: letters, digits, ``_`` and ``-``."""
+    url: str
+    """Where the JSON body is forwarded (``http://`` or ``https://``)."""
+    capability: str
+    """The capability a token must grant for the call to be forwarded."""
+    timeout: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    description: str = ""
+    """What the tool does, for agents and models choosing it."""
+    input_schema: dict[str, Any] = msgspec.field(default_factory=dict)
+    """JSON schema of the body the tool takes (shown to models; not enforced here)."""
+
+
 class AgentConfig(_Section, frozen=True):
     address: str
     """The agent's mailbox, ``local@domain``."""
@@ -138,6 +178,8 @@ class ApplianceConfig(_Section, frozen=True):
     hook: HookConfig = msgspec.field(default_factory=HookConfig)
     delivery: DeliveryConfig = msgspec.field(default_factory=DeliveryConfig)
     reading: ReadingConfig = msgspec.field(default_factory=ReadingConfig)
+    outbound: OutboundConfig = msgspec.field(default_factory=OutboundConfig)
+    tools: list[ToolConfig] = msgspec.field(default_factory=list)
     agents: list[AgentConfig] = msgspec.field(default_factory=list)
     base_dir: str = "."
     """Directory of the configuration file (set by the loader; relative paths resolve against it)."""
