@@ -103,21 +103,40 @@ async def test_replies_join_their_thread_by_references_then_by_subject(runtime: 
     root = await runtime.reception.receive(envelope("a@example.net"), mail("a@example.net", 10), agent=AGENT,
                                            intake="smtp")
     by_ref = await runtime.reception.receive(
-        envelope("b@example.net"),
-        b"From: b@example.net\r\nSubject: other words\r\nMessage-ID: <x1@example.net>\r\n"
+        envelope("a@example.net"),
+        b"From: a@example.net\r\nSubject: other words\r\nMessage-ID: <x1@example.net>\r\n"
         b"References: <unknown@example.net> <rt-10@x.example>\r\n\r\nhi\r\n", agent=AGENT, intake="smtp")
     by_subject = await runtime.reception.receive(
-        envelope("c@example.net"),
-        b"From: c@example.net\r\nSubject: RE: Fwd:  Hello 10\r\nMessage-ID: <x2@example.net>\r\n\r\nhi\r\n",
+        envelope("a@example.net"),
+        b"From: a@example.net\r\nSubject: RE: Fwd:  Hello 10\r\nMessage-ID: <x2@example.net>\r\n\r\nhi\r\n",
         agent=AGENT, intake="smtp")
     unrelated = await runtime.reception.receive(
-        envelope("d@example.net"),
-        b"From: d@example.net\r\nSubject: hello 10\r\nMessage-ID: <x3@example.net>\r\n\r\nhi\r\n",
+        envelope("a@example.net"),
+        b"From: a@example.net\r\nSubject: hello 10\r\nMessage-ID: <x3@example.net>\r\n\r\nhi\r\n",
         agent=AGENT, intake="smtp")
     thread = root.decision.thread_id
     assert by_ref.decision.thread_id == thread
     assert by_subject.decision.thread_id == thread
     assert unrelated.decision.thread_id != thread  # no reply prefix: a new conversation
+
+
+async def test_another_sender_naming_the_thread_gets_a_thread_of_its_own(runtime: Runtime) -> None:
+    root = await runtime.reception.receive(envelope("a@example.net"), mail("a@example.net", 11), agent=AGENT,
+                                           intake="smtp")
+    by_ref = await runtime.reception.receive(
+        envelope("b@example.net"),
+        b"From: b@example.net\r\nSubject: other words\r\nMessage-ID: <y1@example.net>\r\n"
+        b"References: <rt-11@x.example>\r\n\r\nhi\r\n", agent=AGENT, intake="smtp")
+    copied_id = await runtime.reception.receive(  # a first message whose own id is the victim's
+        envelope("c@example.net"),
+        b"From: c@example.net\r\nSubject: Hello 11\r\nMessage-ID: <rt-11@x.example>\r\n\r\nhi\r\n",
+        agent=AGENT, intake="smtp")
+    by_subject = await runtime.reception.receive(
+        envelope("d@example.net"),
+        b"From: d@example.net\r\nSubject: Re: Hello 11\r\nMessage-ID: <y2@example.net>\r\n\r\nhi\r\n",
+        agent=AGENT, intake="smtp")
+    thread = root.decision.thread_id
+    assert thread not in {by_ref.decision.thread_id, copied_id.decision.thread_id, by_subject.decision.thread_id}
 
 
 async def test_every_decision_has_its_audit_row_with_message_id(runtime: Runtime) -> None:
