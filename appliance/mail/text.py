@@ -63,7 +63,7 @@ import urllib.parse
 from email.message import EmailMessage, Message
 
 import msgspec
-from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
+from selectolax.lexbor import LexborDocumentOptions, LexborHTMLParser, LexborNode, SelectolaxError
 
 from appliance.errors import MessageTooComplex
 
@@ -562,15 +562,202 @@ class _Reducer:
         return self.out
 
 
+MAX_HTML_DEPTH = 1_000
+"""HTML elements open inside one another (Blink flattens past 512)."""
+MAX_HTML_CLONES = 250_000
+"""Formatting elements an HTML5 parser would re-create ("reconstruct the active formatting elements")."""
+
+_FORMATTING = frozenset({"a", "b", "big", "code", "em", "font", "i", "nobr", "s", "small", "strike", "strong",
+                         "tt", "u"})
+_VOID_TAGS = frozenset({"area", "base", "basefont", "bgsound", "br", "col", "embed", "frame", "hr", "image",
+                        "img", "input", "keygen", "link", "meta", "param", "source", "track", "wbr"})
+_RAW_TAGS = frozenset({"script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes"})
+_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+_TABLE_PARTS = frozenset({"tbody", "thead", "tfoot", "tr", "td", "th", "caption", "colgroup"})
+_SECTIONS = frozenset({"tbody", "thead", "tfoot", "caption", "colgroup"})
+_CLOSES: dict[str, tuple[str, frozenset[str]]] = {
+    "li": ("list", frozenset({"li"})), "dd": ("list", frozenset({"dd", "dt"})), "dt": ("list", frozenset({"dd", "dt"})),
+    "tr": ("table", frozenset({"tr"})), "td": ("table", frozenset({"td", "th"})),
+    "th": ("table", frozenset({"td", "th"})), "tbody": ("table", _SECTIONS), "thead": ("table", _SECTIONS),
+    "tfoot": ("table", _SECTIONS), "caption": ("table", _SECTIONS), "colgroup": ("table", _SECTIONS),
+    "p": ("default", frozenset({"p"})), "a": ("default", frozenset({"a"})), "nobr": ("default", frozenset({"nobr"})),
+    "button": ("default", frozenset({"button"})), "select": ("default", frozenset({"select"})),
+    "option": ("top", frozenset({"option"})), "optgroup": ("top", frozenset({"option", "optgroup"})),
+    **dict.fromkeys(_HEADINGS, ("top", _HEADINGS)),
+}
+"""Start tags that first close an open element of these names, and where HTML5 looks for it: in
+scope (``default``), in table scope, above the nearest special element (``list``: for li, dd, dt),
+or only as the current node (``top``)."""
+_BOUNDARIES = {
+    "default": frozenset({"applet", "caption", "html", "table", "td", "th", "marquee", "object", "template",
+                          "button"}),
+    "table": frozenset({"html", "table", "template"}),
+    "list": frozenset({
+        "applet", "area", "article", "aside", "base", "basefont", "bgsound", "blockquote", "body", "br",
+        "button", "caption", "center", "col", "colgroup", "dd", "details", "dir", "dl", "dt", "embed",
+        "fieldset", "figcaption", "figure", "footer", "form", "frame", "frameset", "h1", "h2", "h3", "h4",
+        "h5", "h6", "head", "header", "hgroup", "hr", "html", "iframe", "img", "input", "keygen", "li",
+        "link", "listing", "main", "marquee", "menu", "meta", "nav", "noembed", "noframes", "noscript",
+        "object", "ol", "param", "plaintext", "pre", "script", "search", "section", "select", "source",
+        "style", "summary", "table", "tbody", "td", "template", "textarea", "tfoot", "th", "thead", "title",
+        "tr", "track", "ul", "wbr", "xmp"}),
+}
+"""Elements a search for an open element stops at (HTML5 "has an element in scope", and for li,
+dd, dt the special elements other than address, div and p)."""
+_BOUND_KINDS: dict[str, tuple[str, ...]] = {
+    name: tuple(kind for kind, names in _BOUNDARIES.items() if name in names)
+    for name in frozenset().union(*_BOUNDARIES.values())
+}
+_BLOCKS_WITHOUT_RECONSTRUCTION = (_BOUNDARIES["list"] | {"address", "div", "p"}) - _FORMATTING - {
+    "img", "input", "br", "embed", "keygen", "wbr", "area", "iframe", "noembed", "select", "textarea", "button"}
+"""Start tags HTML5 inserts without first re-creating the formatting elements (special elements but
+the phrasing ones, which do re-create them)."""
+_TOKEN = re.compile(r"<(?:(!--)|(/?)([A-Za-z][^\t\n\f\r />]*+))")
+_TAG_REST = re.compile(r"""(?:[^>"'=]++|=[ \t\n\r\f]*+(?:"[^"]*+"|'[^']*+')|[="'])*+>""")
+
+
+@functools.lru_cache(maxsize=16)
+def _raw_end(name: str) -> re.Pattern[str]:
+    return re.compile(rf"</{name}[\t\n\f\r />]", re.I)
+
+
+class _Shape:
+    """The tree an HTML5 parser would build, estimated in one pass over the tags, so that a
+    document which would make it work quadratically is refused before it is parsed.
+
+    Lexbor, like every HTML5 tree builder, checks "has an element in scope" by
+    walking the stack of open elements (``<div>`` x 40,000 takes seconds), and
+    re-creates every formatting element a block end tag closed before each new
+    block (``<p><b 1>…<b n></p>`` then ``<p>x</p>`` x m makes n x m elements).
+    The estimate errs high: implicit closes are applied only where HTML5 applies
+    them, identical formatting elements are not merged.
+    """
+
+    def __init__(self) -> None:
+        self.stack: list[str] = []
+        self.where: dict[str, list[int]] = {}
+        self.bounds: dict[str, list[int]] = {kind: [] for kind in _BOUNDARIES}
+        self.displaced: dict[str, int] = {}
+        self.clones = 0
+        self.foreign = 0
+
+    def push(self, name: str) -> None:
+        index = len(self.stack)
+        if index >= MAX_HTML_DEPTH:
+            raise MessageTooComplex(f"HTML elements nested deeper than {MAX_HTML_DEPTH}")
+        self.stack.append(name)
+        self.where.setdefault(name, []).append(index)
+        for kind in _BOUND_KINDS.get(name, ()):
+            self.bounds[kind].append(index)
+        if name in ("svg", "math"):
+            self.foreign += 1
+
+    def find(self, names: frozenset[str], kind: str) -> int | None:
+        """The nearest open element named in ``names`` that HTML5 would find, or None."""
+        if kind == "top":
+            return len(self.stack) - 1 if self.stack and self.stack[-1] in names else None
+        bounds = self.bounds[kind]
+        floor = bounds[-1] if bounds else -1
+        best = max((found[-1] for name in names if (found := self.where.get(name))), default=-1)
+        return best if best >= 0 and best >= floor else None
+
+    def _undisplace(self, name: str) -> None:
+        count = self.displaced.get(name, 0)
+        if count > 1:
+            self.displaced[name] = count - 1
+        elif count:
+            del self.displaced[name]
+
+    def close(self, index: int) -> None:
+        """Pop the element at ``index`` and everything above it (closed formatting elements above
+        it are displaced: the parser re-creates them)."""
+        closing = self.stack[index]
+        while len(self.stack) > index:
+            name = self.stack.pop()
+            self.where[name].pop()
+            for kind in _BOUND_KINDS.get(name, ()):
+                self.bounds[kind].pop()
+            if name in ("svg", "math"):
+                self.foreign -= 1
+            if name in _FORMATTING:
+                self.displaced[name] = self.displaced.get(name, 0) + 1
+        if closing in _FORMATTING:
+            self._undisplace(closing)
+
+    def reconstruct(self) -> None:
+        if not self.displaced:
+            return
+        displaced, self.displaced = self.displaced, {}
+        for name, count in displaced.items():
+            self.clones += count
+            if self.clones > MAX_HTML_CLONES:
+                raise MessageTooComplex(f"HTML that re-creates more than {MAX_HTML_CLONES} formatting elements")
+            for _ in range(count):
+                self.push(name)
+
+    def end_tag(self, name: str) -> None:
+        index = self.find(frozenset((name,)), "table" if name in _TABLE_PARTS or name == "table" else "default")
+        if index is not None:
+            self.close(index)
+        else:
+            self._undisplace(name)
+
+    def start_tag(self, name: str, self_closing: bool) -> None:
+        rule = _CLOSES.get(name)
+        if rule is not None:
+            index = self.find(rule[1], rule[0])
+            if index is not None:
+                self.close(index)
+        if name not in _BLOCKS_WITHOUT_RECONSTRUCTION:
+            self.reconstruct()  # before phrasing elements; a block's content re-creates them inside it
+        if name not in _VOID_TAGS and not (self_closing and self.foreign):
+            self.push(name)
+
+
+def _check_shape(source: str) -> None:
+    """Raise MessageTooComplex for HTML an HTML5 parser would build quadratically (see _Shape)."""
+    if source.count("<") < MAX_HTML_DEPTH:
+        return
+    shape = _Shape()
+    pos = 0
+    while (token := _TOKEN.search(source, pos)) is not None:
+        if token.start() > pos and not source[pos:token.start()].isspace():
+            shape.reconstruct()  # text re-creates the formatting elements, too
+        if token.group(1):
+            end = source.find("-->", token.end())
+            if end < 0:
+                return
+            pos = end + 3
+            continue
+        rest = _TAG_REST.match(source, token.end())
+        if rest is None:
+            return  # the tag runs to the end of the document
+        pos = rest.end()
+        name = token.group(3).lower()
+        if token.group(2):
+            shape.end_tag(name)
+            continue
+        if name == "plaintext":
+            return
+        shape.start_tag(name, source[pos - 2] == "/")
+        if name in _RAW_TAGS:
+            end_tag = _raw_end(name).search(source, pos)
+            if end_tag is None:
+                return
+            pos = end_tag.start()
+
+
 def html_to_text(source: str) -> str:
     """The text of an HTML document, hidden text included (what ``agent_text`` holds)."""
     return _reduce_html(source).text
 
 
 def _reduce_html(source: str, depth: int = 0) -> _HtmlText:
+    _check_shape(source)
     reducer = _Reducer(depth)
     try:
-        tree = LexborHTMLParser(source.encode("utf-8", "replace"))
+        # Without DOM mutation events: with them, each <option> re-reads its <select> (quadratic).
+        tree = LexborHTMLParser(source.encode("utf-8", "replace"), options=LexborDocumentOptions.WO_EVENTS)
         document = tree.root.parent if tree.root is not None else None
     except (SelectolaxError, ValueError, TypeError, UnicodeError, RuntimeError):
         document = None

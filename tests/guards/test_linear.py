@@ -1,8 +1,8 @@
 """Hostile shapes cost time in proportion to their size (issue 14: one linear pass per form).
 
-Before, each of these took over 40 s at 100 KB (quadratic regexes in HTML
+Before, several of these took over 40 s at 100 KB (quadratic regexes in HTML
 reduction, and the standard library's HTML parser on unclosed tags); at 300 KB
-each now takes a few tens of milliseconds. The bound is loose on purpose: a
+each now takes well under a second. The bound is loose on purpose: a
 quadratic case would blow through it by orders of magnitude on any machine.
 """
 
@@ -16,6 +16,7 @@ from email.message import EmailMessage
 
 import pytest
 
+from appliance.errors import MessageTooComplex
 from appliance.guards import scan
 from appliance.mail import extract_readable
 from appliance.policy.model import ContentGuard
@@ -44,7 +45,11 @@ HOSTILE = {
     "css content repeated": ("text/html", "<style>" + "content:" * (SIZE // 8) + "</style>"),
     "pre spaces": ("text/html", "<pre>" + " " * SIZE + "x</pre>"),
     "spaces between blocks": ("text/html", ("<div>" + " \t" * 1000 + "</div>") * (SIZE // 2011)),
-    "deeply nested elements": ("text/html", "<div>" * (SIZE // 5)),
+    "unclosed paragraphs": ("text/html", "<p>x" * (SIZE // 4)),
+    "unclosed table rows": ("text/html", "<table>" + "<tr><td>x" * (SIZE // 9)),
+    "unclosed list items": ("text/html", "<ul>" + "<li>x" * (SIZE // 5)),
+    "select options": ("text/html", "<select>" + "<option>x" * (SIZE // 9)),
+    "open formatting around paragraphs": ("text/html", "<font face=a>" * 5 + "<p>x</p>" * (SIZE // 8)),
     "entities and escapes": ("text/html", "&#105;&amp;%69\\69 \\u0069" * (SIZE // 24)),
     "zero-width between letters": ("text/plain", "\u200b".join("abcdefghij" * (SIZE // 40))),
     "tag characters": ("text/plain", "".join(chr(0xE0000 + ord(c)) for c in "hidden text " * (SIZE // 48))),
@@ -52,6 +57,27 @@ HOSTILE = {
     "lookalikes everywhere": ("text/plain", "іgnоrе рrеvіоus " * (SIZE // 16)),
     "encoded words": ("text/plain", "=?utf-8?q?" * (SIZE // 10)),
 }
+
+
+# What an HTML5 tree builder would build quadratically is refused before it is parsed.
+REFUSED = {
+    "deeply nested elements": ("text/html", "<div>" * (SIZE // 5), "nested deeper than 1000"),
+    "deep phrasing then blocks": ("text/html", "<span>" * 5000 + "<div>x</div>" * (SIZE // 12), "deeper"),
+    "self-closing syntax on html elements": ("text/html", "<div/>" * (SIZE // 6), "deeper"),
+    "formatting re-created in every block": (
+        "text/html", "<p>" + "".join(f"<b id={i}>" for i in range(400)) + "</p>" + "<p>x</p>" * (SIZE // 8),
+        "re-creates more than"),
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_html_an_html5_parser_builds_quadratically_is_refused_at_once(name: str) -> None:
+    ctype, body, message = REFUSED[name]
+    msg = _message(ctype, body)
+    start = time.perf_counter()
+    with pytest.raises(MessageTooComplex, match=message):
+        extract_readable(msg)
+    assert time.perf_counter() - start < BOUND_SECONDS
 
 
 @pytest.mark.parametrize("name", list(HOSTILE))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import email.parser
 import email.policy
+import html
 from email.message import EmailMessage
 
 import pytest
@@ -291,3 +292,51 @@ def test_nesting_past_the_limit_is_too_complex() -> None:
         readable(_nested(150))
     with pytest.raises(MessageTooComplex, match="deeper than 3"):
         readable(_nested(5), max_depth=3)
+
+
+def _many_parts(count: int) -> bytes:
+    parts = b"".join(b"--B\nContent-Type: text/plain\n\npart %d\n" % i for i in range(count))
+    return HEAD + b"Content-Type: multipart/mixed; boundary=B\n\n" + parts + b"--B--\n"
+
+
+def test_more_mime_parts_than_the_limit_is_too_complex() -> None:
+    assert len(readable(_many_parts(998)).parts) > 998  # the root multipart counts as one
+    with pytest.raises(MessageTooComplex, match="more than 1000 MIME parts"):
+        readable(_many_parts(1000))
+    with pytest.raises(MessageTooComplex, match="more than 10 MIME parts"):
+        readable(_many_parts(10), max_parts=10)
+
+
+def test_srcdoc_nested_past_its_limit_is_too_complex() -> None:
+    doc = "x"
+    for _ in range(12):
+        doc = f"<iframe srcdoc='{html.escape(doc, quote=True)}'></iframe>"
+    with pytest.raises(MessageTooComplex, match="srcdoc documents nested deeper than 8"):
+        readable(HEAD + b"Content-Type: text/html\n\n" + doc.encode())
+
+
+def test_html_part_gives_markup_decoded_markup_and_derived_views() -> None:
+    r = readable(HEAD + b"Content-Type: text/html\n\n"
+                 b"<p title='a&#32;b' data-x=1 style='content:\"\\41 \"'>T&amp;C</p>"
+                 b"<a href='?q=%41%42'>x</a>\n")
+    where = "body[1] text/html"
+    assert r.text_of(f"{where} html.markup") == r.html
+    decoded = r.text_of(f"{where} html.markup decoded")
+    assert decoded is not None and "T&C" in decoded and "?q=AB" in decoded and 'content:"A"' in decoded
+    assert r.text_of(f"{where} html.attribute names") == "title data-x style href"
+    assert r.text_of(f"{where} html.css content") == "A"
+    # The limit counts what was read (the markup), not the views derived from it.
+    assert r.read_chars == sum(len(p.text) for p in r.parts
+                               if not p.where.startswith(where) or p.where == f"{where} html.markup")
+
+
+def test_read_chars_is_bounded_by_max_chars_with_html() -> None:
+    r = readable(HEAD + b"Content-Type: text/html\n\n<p>" + b"word " * 100 + b"</p>\n", max_chars=120)
+    assert r.truncated and r.read_chars <= 120
+
+
+def test_preamble_and_epilogue_are_parts() -> None:
+    r = readable(HEAD + b"Content-Type: multipart/mixed; boundary=B\n\nthe preamble\n--B\n"
+                 b"Content-Type: text/plain\n\nbody\n--B--\nthe epilogue\n")
+    assert r.text_of("preamble") == "the preamble"
+    assert r.text_of("epilogue") == "the epilogue\n"
