@@ -28,7 +28,9 @@ standard library's ``html.parser`` is quadratic (unclosed tags).
 
 Hostile input never makes this raise, except for structure beyond the limits
 (:class:`~appliance.errors.MessageTooComplex`: more than ``max_parts`` MIME
-parts, nesting deeper than ``max_depth``): where the email package fails, the
+parts, nesting deeper than ``max_depth``, srcdoc deeper than
+``MAX_SRCDOC_DEPTH``, HTML an HTML5 tree builder would build quadratically,
+see ``_Shape``): where the email package fails, the
 raw text is decoded with replacement instead. Text past ``max_chars`` is cut
 and the result marked ``truncated`` (the gate refuses such a message).
 """
