@@ -92,6 +92,10 @@ class ReadingConfig(_Section, frozen=True):
     """Header fields in the header block; over it ``message_too_complex``."""
     max_header_line: Annotated[int, msgspec.Meta(ge=78)] = 998
     """Octets of one header line (RFC 5322 2.1.1); over it ``malformed_message``."""
+    max_parts: Annotated[int, msgspec.Meta(ge=1)] = 1_000
+    """MIME parts in a message (attached messages' included); over it ``message_too_complex``."""
+    max_depth: Annotated[int, msgspec.Meta(ge=1)] = 50
+    """Nesting of multiparts and attached messages; deeper is ``message_too_complex``."""
 
 
 class DnsConfig(_Section, frozen=True):

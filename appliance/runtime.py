@@ -77,7 +77,7 @@ class Runtime:
         limits = await self.db.read(lambda con: PersistentLimits.load(con, time.time()))
         r = config.reading
         reading = ReadingLimits(max_header_bytes=r.max_header_bytes, max_header_fields=r.max_header_fields,
-                                max_header_line=r.max_header_line)
+                                max_header_line=r.max_header_line, max_parts=r.max_parts, max_depth=r.max_depth)
         self.reader = ReaderPool(processes=r.processes, deadline=r.deadline, memory_mb=r.memory_mb, limits=reading)
         self._stop_hooks.append(self.reader.close)
         await self.reader.start()

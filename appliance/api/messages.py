@@ -19,6 +19,7 @@ from litestar.params import FromPath
 from litestar.response import Response
 
 from appliance.api.auth import require_agent
+from appliance.errors import ApplianceError
 from appliance.mail import attachment_part, parse_tree, read_message
 from appliance.runtime import Runtime
 from appliance.store import INBOX, StoredMessage, get_message
@@ -68,7 +69,10 @@ class MessageController(Controller):
                          index: FromPath[int]) -> Response[bytes]:
         """The bytes of attachment ``index`` (as numbered in the event's ``attachments``)."""
         stored = await _own(request, state, email_id)
-        found = await asyncio.to_thread(lambda: attachment_part(parse_tree(stored.raw)[1], index))
+        try:
+            found = await asyncio.to_thread(lambda: attachment_part(parse_tree(stored.raw)[1], index))
+        except ApplianceError as exc:  # stored under older, looser limits than today's
+            raise NotFoundException(f"message {email_id} cannot be read: {exc}") from exc
         if found is None:
             raise NotFoundException(f"message {email_id} has no attachment {index}")
         info, data = found

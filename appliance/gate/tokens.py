@@ -19,6 +19,6 @@ def estimate_tokens(readable: ReadableText) -> int:
     """Tokens the agent will spend reading this message."""
     chars = len(readable.agent_text)
     for part in readable.parts:
-        if part.where == "subject" or part.where.startswith("attachment"):
+        if not part.derived and (part.where == "subject" or part.where.startswith("attachment")):
             chars += len(part.text)
     return -(-chars // CHARS_PER_TOKEN)

@@ -53,10 +53,12 @@ def unreadable_from(exc: Exception) -> Unreadable | None:
 def read_for_gate(message: MessageBytes | bytes, limits: ReadingLimits | None = None) -> Reading:
     """Parse strictly and extract the readable text; never raises for what the message holds."""
     try:
+        limits = limits or ReadingLimits()
         if not isinstance(message, MessageBytes):
             message = read_message(message, limits)
         parsed, tree = parse_tree(message)
-        return Reading(parsed=parsed, readable=extract_readable(tree))
+        return Reading(parsed=parsed, readable=extract_readable(tree, max_parts=limits.max_parts,
+                                                                max_depth=limits.max_depth))
     except (MalformedMessage, MessageTooLarge, MessageTooComplex) as exc:
         return Reading(unreadable=unreadable_from(exc))
     except RecursionError:

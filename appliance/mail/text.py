@@ -101,6 +101,8 @@ class TextPart(msgspec.Struct, frozen=True, kw_only=True):
     ``body[2] text/html html.comment``, ``attachment notes.txt``, ``message[1] subject``…"""
     text: str
     """Decoded, not normalized."""
+    derived: bool = False
+    """A view of text kept in another part (HTML reduced, escapes decoded): scanned, not counted twice."""
 
 
 class ReadableText(msgspec.Struct, frozen=True, kw_only=True):
@@ -847,7 +849,7 @@ class _Collector:
     def derive(self, where: str, text: str) -> None:
         """Keep a view derived from text already kept (not counted: it is bounded by its source)."""
         if text and not text.isspace():
-            self.parts.append(TextPart(where=where, text=text))
+            self.parts.append(TextPart(where=where, text=text, derived=True))
 
 
 def _safe_str(fn: object) -> str | None:

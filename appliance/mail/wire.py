@@ -33,7 +33,7 @@ _FIELD_NAME = re.compile(rb"[!-9;-~]+[ \t]*")
 
 
 class ReadingLimits(msgspec.Struct, frozen=True, kw_only=True):
-    """How much header a message may carry before any parser reads it."""
+    """How much structure a message may carry: its header before any parser reads it, its MIME tree."""
 
     max_header_bytes: int = 262_144
     """The header block, in bytes (Postfix's ``header_size_limit`` is 102,400)."""
@@ -41,6 +41,10 @@ class ReadingLimits(msgspec.Struct, frozen=True, kw_only=True):
     """Header fields in the top-level header block."""
     max_header_line: int = 998
     """One physical header line, without its CRLF (RFC 5322 2.1.1: MUST be no more than 998)."""
+    max_parts: int = 1_000
+    """MIME parts, those of attached messages included (read by ``mail.text``)."""
+    max_depth: int = 50
+    """Nesting of multiparts and attached messages."""
 
 
 class HeaderField(msgspec.Struct, frozen=True):
