@@ -10,10 +10,12 @@ from __future__ import annotations
 
 __all__ = ["Received", "Reception"]
 
+import asyncio
 import hashlib
 import logging
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import msgspec
 
@@ -37,11 +39,11 @@ from appliance.mail import (
     without_forged_trace,
 )
 from appliance.mailauth import Resolver
-from appliance.policy import MailPolicy
 from appliance.policy.book import PolicyBook
 from appliance.store import INBOX, QUARANTINE, StoredMessage, may_join_thread, resolve_thread, save_message
 
 log = logging.getLogger("appliance.intake")
+T = TypeVar("T")
 
 
 class Received(msgspec.Struct, frozen=True, kw_only=True):
@@ -90,7 +92,8 @@ class Reception:
         if refused is not None:
             message, read = None, Reading(unreadable=refused)
         else:
-            message, unreadable = read_bytes(raw, max_size=self.max_message_size, limits=self.reading)
+            message, unreadable = await _off_loop_if_large(
+                raw, lambda: read_bytes(raw, max_size=self.max_message_size, limits=self.reading))
             read = await self.reader.read(message) if message is not None else Reading(unreadable=unreadable)
         parsed = read.parsed
         thread_id = None
@@ -105,7 +108,11 @@ class Reception:
             # overshoot); withdrawn below if the commit fails, so only committed decisions count.
             self.limits.record(decision.charge, now)
         latency_ms = (time.perf_counter() - started) * 1000
-        record = _record(decision, envelope, parsed, message, raw, policy, intake=intake, now=now, size=facts.size,
+        body_hash = None
+        if policy.audit_log.include_body_hash:
+            body = message.body if message is not None else split_header(raw)[1]
+            body_hash = await _off_loop_if_large(body, lambda: hashlib.sha256(body).hexdigest())
+        record = _record(decision, envelope, parsed, raw, body_hash, intake=intake, now=now, size=facts.size,
                          latency_ms=latency_ms)
         stored = self._stored_copy(decision, parsed, message, now)
 
@@ -176,13 +183,16 @@ class Reception:
                             decision_id=decision.decision_id, action=decision.action, reason=decision.reason)
 
 
-def _record(decision: Decision, envelope: Envelope, parsed: ParsedMessage | None, message: MessageBytes | None,
-            raw: bytes, policy: MailPolicy, *, intake: str, now: float, size: int,
-            latency_ms: float) -> DecisionRecord:
-    body_hash = None
-    if policy.audit_log.include_body_hash:
-        body = message.body if message is not None else split_header(raw)[1]
-        body_hash = hashlib.sha256(body).hexdigest()
+_LARGE = 256 * 1024
+"""Bytes past which reading or hashing a message moves to a thread: the event loop must not wait on it."""
+
+
+async def _off_loop_if_large(data: bytes, work: Callable[[], T]) -> T:
+    return await asyncio.to_thread(work) if len(data) > _LARGE else work()
+
+
+def _record(decision: Decision, envelope: Envelope, parsed: ParsedMessage | None, raw: bytes,
+            body_hash: str | None, *, intake: str, now: float, size: int, latency_ms: float) -> DecisionRecord:
     return DecisionRecord(
         decision_id=decision.decision_id,
         ts=utc(now),
