@@ -140,3 +140,34 @@ def test_a_bad_environment_override_names_the_variable(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr == ("environment variable APPLIANCE_SMTP_MAX_MESSAGE_SIZE: smtp.max_message_size: "
                            "expected int, got str\n")
+
+
+def test_the_http_listener_is_a_tcp_socket_so_answers_are_not_held_by_nagle() -> None:
+    import asyncio
+    import socket
+
+    from appliance.cli.run import bind_listener
+
+    listener = bind_listener("HTTP", "127.0.0.1", 0)
+    listener.listen()
+
+    async def accepted_nodelay() -> int:
+        flags: list[int] = []
+
+        def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            flags.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(connected, sock=listener)
+        _, writer = await asyncio.open_connection(*listener.getsockname()[:2])
+        for _ in range(100):
+            if flags:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+        return flags[0]
+
+    # asyncio sets TCP_NODELAY on accepted sockets only when the listener's proto names TCP
+    assert asyncio.run(accepted_nodelay()) != 0
