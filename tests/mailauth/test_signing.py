@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 from pathlib import Path
@@ -185,7 +184,6 @@ def test_an_idn_domain_signs_as_a_labels(keys: list[SigningKey]) -> None:
 # -- keys on disk ---------------------------------------------------------------------------------------
 
 def test_keys_are_written_private_and_read_back(tmp_path: Path, keys: list[SigningKey]) -> None:
-    os.umask(0o022)
     for key in keys:
         path = write_key(tmp_path, DOMAIN, key)
         assert path == tmp_path / "dkim" / DOMAIN / f"{key.selector}.pem"
