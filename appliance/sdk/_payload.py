@@ -9,14 +9,19 @@ from __future__ import annotations
 __all__ = [
     "Attachment",
     "Auth",
+    "BouncedRecipient",
     "DeliveryFailed",
     "DeliveryFailedData",
     "EndpointDisabled",
     "EndpointDisabledData",
     "Event",
+    "MessageBounced",
+    "MessageBouncedData",
     "MessageData",
     "MessageQuarantined",
     "MessageReceived",
+    "MessageSent",
+    "MessageSentData",
     "QuarantineData",
     "parse_event",
 ]
@@ -112,6 +117,50 @@ class EndpointDisabledData(msgspec.Struct, frozen=True, kw_only=True, rename="ca
     reason: str
 
 
+class MessageSentData(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """``data`` of a ``message.sent`` event: a peer took the agent's message for these recipients."""
+
+    agent: str
+    email_id: str
+    """The Sent copy (``GET /api/v1/messages/{emailId}``), as the reply or send answered."""
+    message_id: str
+    thread_id: str
+    recipients: list[str]
+    peer: str | None = None
+    """The host that answered 250 (``capture`` when nothing left the machine, ``local`` for a local agent)."""
+    reply: str = ""
+    """The peer's reply, e.g. ``250 2.0.0 Ok: queued as 4bX...``."""
+    attempts: int = 1
+    sent_at: datetime
+    job_id: str = ""
+
+
+class BouncedRecipient(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """One recipient that will not get the message, and what was said about it."""
+
+    address: str
+    code: int | None = None
+    """The SMTP reply code, when there was one."""
+    status: str | None = None
+    """The enhanced status code (RFC 3463), e.g. ``5.1.1``, when known."""
+    detail: str = ""
+
+
+class MessageBouncedData(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """``data`` of a ``message.bounced`` event: these recipients will not get the agent's message."""
+
+    agent: str
+    email_id: str
+    message_id: str
+    thread_id: str
+    reason: str
+    """How the appliance knows: ``rejected`` (a 5xx reply), ``expired`` (retried too long), ``dsn`` (a DSN)."""
+    recipients: list[BouncedRecipient]
+    attempts: int = 0
+    bounced_at: datetime
+    job_id: str | None = None
+
+
 class MessageReceived(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="message.received"):
     timestamp: datetime
     """When the event happened (the ``webhook-timestamp`` header says when it was sent)."""
@@ -136,7 +185,19 @@ class EndpointDisabled(msgspec.Struct, frozen=True, kw_only=True, tag_field="typ
     data: EndpointDisabledData
 
 
-Event = MessageReceived | MessageQuarantined | DeliveryFailed | EndpointDisabled
+class MessageSent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="message.sent"):
+    timestamp: datetime
+    """When the event happened (the ``webhook-timestamp`` header says when it was sent)."""
+    data: MessageSentData
+
+
+class MessageBounced(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="message.bounced"):
+    timestamp: datetime
+    """When the event happened (the ``webhook-timestamp`` header says when it was sent)."""
+    data: MessageBouncedData
+
+
+Event = MessageReceived | MessageQuarantined | DeliveryFailed | EndpointDisabled | MessageSent | MessageBounced
 """Any event; match on the class (or on ``type``)."""
 
 _decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
