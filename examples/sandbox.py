@@ -1,11 +1,13 @@
-"""`make run`: the sandbox on 127.0.0.1 — the appliance plus the demo agent, no Docker, no domain.
+"""`make run`: the sandbox on 127.0.0.1 — the appliance plus the scheduling agent, no Docker, no domain.
 
-Sets development secrets (never use them elsewhere), starts the demo agent,
+Sets development secrets (never use them elsewhere), starts the scheduling agent
+(examples/scheduling_agent: the agent and its calendar service, in one process),
 prints how to send a first message and where to look, then runs the
 appliance until Ctrl-C or SIGTERM, which stop both. The two children die with
 the launcher even when it is killed outright (Linux: ``PR_SET_PDEATHSIG``).
 
-    python examples/sandbox.py [--smtp-port 2525] [--http-port 8025] [--agent-port 9000] [--data-dir DIR]
+    python examples/sandbox.py [--smtp-port 2525] [--http-port 8025] [--agent-port 9000] [--calendar-port 9001]
+                               [--data-dir DIR]
 
 With other ports or another data directory than the defaults, the
 configuration used is written to ``DIR/appliance.toml`` (the commands printed
@@ -26,15 +28,16 @@ from pathlib import Path
 from types import FrameType
 
 HERE = Path(__file__).resolve().parent
-CONFIG = HERE / "appliance.toml"
-POLICY = HERE / "sandbox-policy.toml"
+AGENT_DIR = HERE / "scheduling_agent"
+CONFIG = AGENT_DIR / "appliance.toml"
+POLICY = AGENT_DIR / "policy.toml"
 DEFAULT_DATA_DIR = (HERE / ".." / "var" / "sandbox").resolve()
 SANDBOX_SECRETS = {
     "AGENT_WEBHOOK_SECRET": "whsec_c2FuZGJveC13ZWJob29rLXNlY3JldC0zMi1ieXRlcyE=",
     "AGENT_API_KEY": "sandbox-agent-key",
     "APPLIANCE_ADMIN_TOKEN": "sandbox-admin-token",
 }
-DEFAULTS = {"smtp_port": 2525, "http_port": 8025, "agent_port": 9000}
+DEFAULTS = {"smtp_port": 2525, "http_port": 8025, "agent_port": 9000, "calendar_port": 9001}
 
 
 def shown(path: Path) -> str:
@@ -60,17 +63,19 @@ def first_mail_command(python: str, smtp_port: int) -> str:
             f"      {message})\"")
 
 
-def welcome(*, python: str, appliance: str, config: str, smtp_port: int, http_port: int, agent_port: int) -> str:
+def welcome(*, python: str, appliance: str, config: str, smtp_port: int, http_port: int, agent_port: int,
+            calendar_port: int) -> str:
     cfg = f"--config {config}"
     return f"""
 The sandbox is starting: SMTP on 127.0.0.1:{smtp_port}, HTTP on 127.0.0.1:{http_port}, \
-the demo agent on 127.0.0.1:{agent_port}.
+the scheduling agent on 127.0.0.1:{agent_port}, its calendar on 127.0.0.1:{calendar_port}.
 
 Send a first message (in another terminal):
 
   {first_mail_command(python, smtp_port)}
 
-  The demo agent prints it, with the capabilities the policy grants. Try a stranger's address (550),
+  The agent prints it, with the capabilities the policy grants, reads the calendar and proposes a
+  slot by reply (kept in the outbox: `outbox list` below). Try a stranger's address (550),
   "ignore previous instructions" in the body (550, prompt_injection_suspected), or a sender
   @x.review.localhost (quarantined).
 
@@ -81,6 +86,8 @@ Look at what happened:
       "SELECT ts, header_from, action, reason, capabilities FROM decisions ORDER BY seq DESC LIMIT 10"
   {appliance} quarantine list {cfg}
   {appliance} deliveries list {cfg}
+  {appliance} outbox list {cfg}
+  curl -s http://127.0.0.1:{calendar_port}/bookings
   {appliance} policy explain --policy {shown(POLICY)} --eml some.eml
 
   curl -N -H 'Authorization: Bearer {SANDBOX_SECRETS["AGENT_API_KEY"]}' http://127.0.0.1:{http_port}/api/v1/events
@@ -90,18 +97,19 @@ Ctrl-C stops both.
 """
 
 
-def sandbox_config(*, smtp_port: int, http_port: int, agent_port: int, data_dir: Path) -> Path:
-    """examples/appliance.toml itself for the defaults; else a copy with these ports in ``data_dir``."""
-    if data_dir == DEFAULT_DATA_DIR and (smtp_port, http_port, agent_port) == tuple(DEFAULTS.values()):
+def sandbox_config(*, smtp_port: int, http_port: int, agent_port: int, calendar_port: int, data_dir: Path) -> Path:
+    """The scheduling agent's appliance.toml itself for the defaults; else a copy with these ports in ``data_dir``."""
+    if data_dir == DEFAULT_DATA_DIR and (smtp_port, http_port, agent_port, calendar_port) == tuple(DEFAULTS.values()):
         return CONFIG
     text = CONFIG.read_text()
-    for old, new in (('data_dir = "../var/sandbox"', f'data_dir = "{data_dir}"'),
-                     ('listen = "127.0.0.1:8025"', f'listen = "127.0.0.1:{http_port}"'),
-                     ('listen = "127.0.0.1:2525"', f'listen = "127.0.0.1:{smtp_port}"'),
-                     ('"http://127.0.0.1:9000/hook"', f'"http://127.0.0.1:{agent_port}/hook"'),
-                     ('policy = "sandbox-policy.toml"', f'policy = "{POLICY}"')):
-        if text.count(old) != 1:
-            raise SystemExit(f"sandbox: {CONFIG} no longer has {old!r} once; update examples/sandbox.py")
+    for old, new, count in (('data_dir = "../../var/sandbox"', f'data_dir = "{data_dir}"', 1),
+                            ('listen = "127.0.0.1:8025"', f'listen = "127.0.0.1:{http_port}"', 1),
+                            ('listen = "127.0.0.1:2525"', f'listen = "127.0.0.1:{smtp_port}"', 1),
+                            ('"http://127.0.0.1:9000/hook"', f'"http://127.0.0.1:{agent_port}/hook"', 1),
+                            ('"http://127.0.0.1:9001/', f'"http://127.0.0.1:{calendar_port}/', 3),
+                            ('policy = "policy.toml"', f'policy = "{POLICY}"', 1)):
+        if text.count(old) != count:
+            raise SystemExit(f"sandbox: {CONFIG} no longer has {old!r} {count} time(s); update examples/sandbox.py")
         text = text.replace(old, new)
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "appliance.toml"
@@ -124,11 +132,12 @@ def _die_with_parent() -> Callable[[], None]:
     return preexec
 
 
-def busy_port(smtp_port: int, http_port: int, agent_port: int) -> str | None:
+def busy_port(smtp_port: int, http_port: int, agent_port: int, calendar_port: int) -> str | None:
     """One line naming the first port that is taken (and by whom), or None."""
     from appliance.cli.run import PortUnavailable, check_port_free
 
-    for label, port in (("SMTP", smtp_port), ("HTTP", http_port), ("demo agent", agent_port)):
+    for label, port in (("SMTP", smtp_port), ("HTTP", http_port), ("scheduling agent", agent_port),
+                        ("calendar service", calendar_port)):
         try:
             check_port_free(label, "127.0.0.1", port)
         except PortUnavailable as exc:
@@ -137,13 +146,15 @@ def busy_port(smtp_port: int, http_port: int, agent_port: int) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="the appliance and the demo agent on 127.0.0.1")
+    parser = argparse.ArgumentParser(description="the appliance and the scheduling agent on 127.0.0.1")
     parser.add_argument("--smtp-port", type=int, default=DEFAULTS["smtp_port"])
     parser.add_argument("--http-port", type=int, default=DEFAULTS["http_port"])
     parser.add_argument("--agent-port", type=int, default=DEFAULTS["agent_port"])
+    parser.add_argument("--calendar-port", type=int, default=DEFAULTS["calendar_port"])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     args = parser.parse_args(argv)
-    ports = {"smtp_port": args.smtp_port, "http_port": args.http_port, "agent_port": args.agent_port}
+    ports = {"smtp_port": args.smtp_port, "http_port": args.http_port, "agent_port": args.agent_port,
+             "calendar_port": args.calendar_port}
 
     busy = busy_port(**ports)
     if busy:
@@ -152,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     config = sandbox_config(**ports, data_dir=args.data_dir.resolve())
     python = Path(sys.executable)
     script = python.parent / "appliance"
-    env = {**os.environ, **SANDBOX_SECRETS}
+    env = {**os.environ, **SANDBOX_SECRETS, "APPLIANCE_URL": f"http://127.0.0.1:{args.http_port}",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))}
 
     children: list[subprocess.Popen[bytes]] = []
     stopping: list[int] = []
@@ -178,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             child.terminate()
         return child
 
-    agent = start(sys.executable, str(HERE / "demo_agent.py"), str(args.agent_port))
+    agent = start(sys.executable, "-m", "examples.scheduling_agent", str(args.agent_port),
+                  "--calendar-port", str(args.calendar_port))
     print(welcome(python=shown(python), config=shown(config),
                   appliance=shown(script) if script.exists() else f"{shown(python)} -m appliance",
                   **ports), flush=True)
@@ -186,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     while appliance.poll() is None:
         if agent.poll() is not None and not stopping:
-            print(f"sandbox: the demo agent exited ({agent.returncode}); stopping the appliance", file=sys.stderr)
+            print(f"sandbox: the scheduling agent exited ({agent.returncode}); stopping the appliance", file=sys.stderr)
             code = 1
             on_signal(signal.SIGTERM, None)
         time.sleep(0.1)
