@@ -155,6 +155,43 @@ SCHEMA = [
         disabled_at TIMESTAMP,
         reason VARCHAR
     )""",
+    # outbound: the send queue (appliance.outbound.queue). The signed bytes once per message (NULL once every
+    # job of it ended); one job per recipient domain; every attempt.
+    """CREATE TABLE IF NOT EXISTS outbound_messages (
+        email_id VARCHAR PRIMARY KEY,
+        agent VARCHAR NOT NULL,
+        thread_id VARCHAR NOT NULL,
+        message_id VARCHAR NOT NULL,
+        mail_from VARCHAR NOT NULL,
+        queued_at TIMESTAMP NOT NULL,
+        size BIGINT NOT NULL,
+        raw BLOB
+    )""",
+    """CREATE TABLE IF NOT EXISTS outbound_jobs (
+        job_id VARCHAR PRIMARY KEY,
+        email_id VARCHAR NOT NULL,
+        agent VARCHAR NOT NULL,
+        domain VARCHAR NOT NULL,
+        recipients VARCHAR[] NOT NULL,
+        status VARCHAR NOT NULL,         -- queued, sent, failed (5xx), bounced (retried for retry_for)
+        attempts INTEGER NOT NULL,
+        queued_at DOUBLE NOT NULL,       -- unix time the message was queued: retry_for counts from it
+        next_attempt_at DOUBLE,
+        last_code INTEGER,
+        last_detail VARCHAR,
+        peer VARCHAR,
+        finished_at DOUBLE
+    )""",
+    """CREATE TABLE IF NOT EXISTS outbound_attempts (
+        job_id VARCHAR NOT NULL,
+        attempt INTEGER NOT NULL,
+        ts TIMESTAMP NOT NULL,
+        status VARCHAR NOT NULL,         -- sent, retry, failed: what the transport reported
+        code INTEGER,
+        detail VARCHAR,
+        peer VARCHAR,
+        latency_ms DOUBLE
+    )""",
 ]
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "Delivery",
     "DeliveryOutcome",
     "OutboundMessage",
+    "RecipientRefusal",
     "SendDecision",
     "SendFacts",
     "SendKind",
@@ -136,6 +137,18 @@ class DeliveryOutcome(msgspec.Struct, frozen=True, kw_only=True):
     """The peer's reply or the error, for the agent's event and the audit."""
     peer: str | None = None
     """Which host answered."""
+    refused: list[RecipientRefusal] = msgspec.field(default_factory=list)
+    """Recipients the peer refused one by one (RCPT TO, RFC 5321 3.3) while it took the others (or none):
+    a 5xx refusal is final for that recipient, a 4xx one is retried; the rest share ``status``."""
+
+
+class RecipientRefusal(msgspec.Struct, frozen=True, kw_only=True):
+    """One recipient the peer would not take, with its reply."""
+
+    address: str
+    code: int | None
+    """The reply code (``None``: refused before any answer, e.g. an address the peer cannot be given)."""
+    detail: str
 
 
 class SendResult(_Wire, frozen=True):

@@ -1,0 +1,309 @@
+"""The durable send queue: written with the Sent copy, in the caller's transaction (same durability).
+
+Tables (``appliance.database`` SCHEMA):
+
+- ``outbound_messages``: the signed bytes, once per message, with what links
+  DSNs and events back to it. The bytes are the queue's own copy, not a
+  reference to the Sent copy in ``messages``: the agent may move or delete
+  its Sent copy while the queue still needs the exact bytes that were signed,
+  a message to several domains is stored once, and the store keeps its table
+  to itself. ``raw`` is set to NULL once every job of the message has ended
+  (``release_bytes``, which the worker runs when it is idle; the Sent copy
+  stays the record).
+- ``outbound_jobs``: one per recipient domain (one SMTP transaction each).
+  ``status``: ``queued`` (due at ``next_attempt_at``; a job in flight stays
+  ``queued`` until its outcome is committed, so a crash means it is simply
+  tried again), ``sent`` (a peer answered 250 to DATA), ``failed`` (5xx:
+  final), ``bounced`` (temporary failures for ``retry_for``). A job whose
+  recipients came apart (the peer took some, asked to try others later)
+  ends, and a new job carries the rest, with the same ``queued_at``.
+- ``outbound_attempts``: every attempt, with the transport's report.
+
+Each end is written with its ``message.sent`` / ``message.bounced`` event for
+the agent (``appliance.delivery.jobs``) and its audit event (``events``), in
+one transaction.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BOUNCED",
+    "FAILED",
+    "QUEUED",
+    "SENT",
+    "QueuedJob",
+    "bounce_from_dsn",
+    "claim_due",
+    "enqueue",
+    "link_bounce",
+    "new_job_id",
+    "next_due",
+    "recipient_domains",
+    "record_attempt",
+    "release_bytes",
+]
+
+import os
+import re
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import cast
+
+import duckdb
+import msgspec
+
+from appliance.audit import record_event
+from appliance.database import Batch, utc
+from appliance.delivery import jobs
+from appliance.delivery.payload import EventData
+from appliance.mail import ascii_domain
+from appliance.outbound.dsn import DsnReport
+from appliance.outbound.events import BouncedRecipient, BounceReason, MessageBouncedData, MessageSentData
+from appliance.outbound.model import Delivery, DeliveryOutcome, OutboundMessage, RecipientRefusal
+from appliance.outbound.retry import Plan
+
+QUEUED, SENT, FAILED, BOUNCED = "queued", "sent", "failed", "bounced"
+SENT_MAILBOX = "sent"
+"""The store's mailbox of the agents' Sent copies (searched by DSN Message-ID)."""
+
+_ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+_MESSAGE_COLUMNS = ("email_id", "agent", "thread_id", "message_id", "mail_from", "queued_at", "size", "raw")
+_JOB_COLUMNS = ("job_id", "email_id", "agent", "domain", "recipients", "status", "attempts", "queued_at",
+                "next_attempt_at")
+_ATTEMPT_COLUMNS = ("job_id", "attempt", "ts", "status", "code", "detail", "peer", "latency_ms")
+
+
+def new_job_id() -> str:
+    """A queue job's id: time-ordered, unique."""
+    return f"j{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
+
+
+class QueuedJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A due job, as the worker claims it."""
+
+    job_id: str
+    email_id: str
+    agent: str
+    thread_id: str
+    message_id: str
+    mail_from: str
+    domain: str
+    recipients: list[str]
+    attempts: int
+    """Attempts made before this one."""
+    queued_at: float
+    raw: bytes
+
+    def delivery(self) -> Delivery:
+        return Delivery(job_id=self.job_id, email_id=self.email_id, agent=self.agent, mail_from=self.mail_from,
+                        recipients=list(self.recipients), raw=self.raw, attempts=self.attempts)
+
+
+def recipient_domains(recipients: Sequence[str]) -> dict[str, list[str]]:
+    """Recipients by domain (A-labels, lowercase), each address once, in the order given."""
+    groups: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for address in recipients:
+        local, at, domain = address.strip().rpartition("@")
+        if not at or not local or not domain:
+            raise ValueError(f"recipient {address!r} is not local@domain")
+        domain = ascii_domain(domain)
+        full = f"{local}@{domain}"
+        if full.lower() not in seen:
+            seen.add(full.lower())
+            groups.setdefault(domain, []).append(full)
+    return groups
+
+
+def enqueue(tx: Batch | duckdb.DuckDBPyConnection, message: OutboundMessage, *, now: float) -> list[str]:
+    """Queue ``message`` inside the caller's transaction (or open batch): its bytes and one job per domain.
+
+    Returns the job ids. The caller stores the Sent copy and the audit row in the same
+    transaction, so all of it is on disk before the API answers 202.
+    """
+    groups = recipient_domains(message.recipients)
+    if not groups:
+        raise ValueError(f"message {message.email_id} has no recipient")
+    batch = tx if isinstance(tx, Batch) else Batch(tx, {})
+    batch.insert("outbound_messages", _MESSAGE_COLUMNS,
+                 (message.email_id, message.agent, message.thread_id, message.message_id, message.mail_from,
+                  utc(now), len(message.raw), message.raw))
+    ids = []
+    for domain, recipients in groups.items():
+        job_id = new_job_id()
+        batch.insert("outbound_jobs", _JOB_COLUMNS,
+                     (job_id, message.email_id, message.agent, domain, recipients, QUEUED, 0, now, now))
+        ids.append(job_id)
+    if tx is not batch:
+        batch.flush()
+    return ids
+
+
+_CLAIM = """
+SELECT j.job_id, j.email_id, j.agent, m.thread_id, m.message_id, m.mail_from, j.domain, j.recipients, j.attempts,
+       j.queued_at, m.raw
+FROM outbound_jobs j JOIN outbound_messages m ON m.email_id = j.email_id
+WHERE j.status = 'queued' AND j.next_attempt_at <= ? AND m.raw IS NOT NULL
+  AND NOT list_contains(?::VARCHAR[], j.job_id)
+ORDER BY j.next_attempt_at, j.job_id
+LIMIT ?
+"""
+
+
+def claim_due(con: duckdb.DuckDBPyConnection, *, now: float, exclude: Sequence[str], limit: int) -> list[QueuedJob]:
+    """Up to ``limit`` jobs due at ``now``, oldest due first, none of ``exclude`` (those in flight)."""
+    rows = con.execute(_CLAIM, [now, list(exclude), limit]).fetchall()
+    return [QueuedJob(job_id=r[0], email_id=r[1], agent=r[2], thread_id=r[3], message_id=r[4], mail_from=r[5],
+                      domain=r[6], recipients=list(r[7]), attempts=r[8], queued_at=r[9], raw=bytes(r[10]))
+            for r in rows]
+
+
+def next_due(con: duckdb.DuckDBPyConnection, *, after: float) -> float | None:
+    """When the next queued job falls due after ``after`` (None: nothing waits)."""
+    row = con.execute("SELECT min(next_attempt_at) FROM outbound_jobs WHERE status = 'queued' "
+                      "AND next_attempt_at > ?", [after]).fetchone()
+    return float(row[0]) if row and row[0] is not None else None
+
+
+def record_attempt(batch: Batch, job: QueuedJob, outcome: DeliveryOutcome, plan: Plan, *, now: float,
+                   latency_ms: float | None = None) -> None:
+    """Write one attempt and what ``plan`` makes of it: the job's state, a follow-up job, events, audit."""
+    attempt = job.attempts + 1
+    batch.insert("outbound_attempts", _ATTEMPT_COLUMNS,
+                 (job.job_id, attempt, utc(now), outcome.status, outcome.code, outcome.detail[:2000], outcome.peer,
+                  latency_ms))
+    con = batch.con
+    if plan.status == QUEUED:
+        con.execute("UPDATE outbound_jobs SET attempts = ?, next_attempt_at = ?, last_code = ?, last_detail = ?, "
+                    "peer = ? WHERE job_id = ? AND status = 'queued'",
+                    [attempt, plan.next_attempt_at, outcome.code, outcome.detail[:2000], outcome.peer, job.job_id])
+        return
+    changed = con.execute(
+        "UPDATE outbound_jobs SET status = ?, attempts = ?, next_attempt_at = NULL, last_code = ?, last_detail = ?, "
+        "peer = ?, finished_at = ? WHERE job_id = ? AND status = 'queued' RETURNING job_id",
+        [plan.status, attempt, outcome.code, outcome.detail[:2000], outcome.peer, now, job.job_id]).fetchall()
+    if not changed:  # ended meanwhile by someone else (an operator): the attempt is history, the state theirs
+        return
+    if plan.requeue:
+        batch.insert("outbound_jobs", _JOB_COLUMNS,
+                     (new_job_id(), job.email_id, job.agent, job.domain, plan.requeue, QUEUED, attempt, job.queued_at,
+                      plan.requeue_at if plan.requeue_at is not None else now))
+    if plan.delivered:
+        _sent(batch, job, outcome, plan.delivered, attempt, now)
+    if plan.rejected:
+        _bounced(batch, job, "rejected", plan.rejected, attempt, now)
+    if plan.expired:
+        _bounced(batch, job, "expired", plan.expired, attempt, now)
+
+
+def release_bytes(con: duckdb.DuckDBPyConnection) -> int:
+    """Drop the queue's copy of the bytes of every message no job waits for any more; return how many.
+
+    Not part of recording an outcome: the commit that records a 250 stays as small as it can be.
+    """
+    rows = con.execute("UPDATE outbound_messages SET raw = NULL WHERE raw IS NOT NULL AND NOT EXISTS "
+                       "(SELECT 1 FROM outbound_jobs j WHERE j.email_id = outbound_messages.email_id "
+                       "AND j.status = 'queued') RETURNING email_id").fetchall()
+    return len(rows)
+
+
+def _aware(now: float) -> datetime:
+    return datetime.fromtimestamp(now, UTC)
+
+
+def _event(batch: Batch, agent: str, event_type: str, data: MessageSentData | MessageBouncedData, email_id: str,
+           now: float) -> None:
+    # The event Structs are registered in appliance.delivery.payload's type maps, which render them.
+    jobs.enqueue(batch, agent=agent, event_type=event_type, data=cast(EventData, data), email_id=email_id,
+                 decision_id=None, now=now)
+
+
+def _sent(batch: Batch, job: QueuedJob, outcome: DeliveryOutcome, delivered: list[str], attempt: int,
+          now: float) -> None:
+    _event(batch, job.agent, "message.sent", MessageSentData(
+        agent=job.agent, email_id=job.email_id, message_id=job.message_id, thread_id=job.thread_id,
+        recipients=delivered, peer=outcome.peer, reply=outcome.detail[:1000], attempts=attempt, sent_at=_aware(now),
+        job_id=job.job_id), job.email_id, now)
+    record_event(batch.con, "outbound.sent", job.agent,
+                 f"{job.email_id} {job.message_id} to {', '.join(delivered)} via {outcome.peer}: "
+                 f"{outcome.detail[:500]} (attempt {attempt}, job {job.job_id})")
+
+
+def _bounced(batch: Batch, job: QueuedJob, reason: BounceReason, refusals: list[RecipientRefusal], attempt: int,
+             now: float) -> None:
+    recipients = [BouncedRecipient(address=r.address, code=r.code, status=_status(r.detail), detail=r.detail[:1000])
+                  for r in refusals]
+    _event(batch, job.agent, "message.bounced", MessageBouncedData(
+        agent=job.agent, email_id=job.email_id, message_id=job.message_id, thread_id=job.thread_id, reason=reason,
+        recipients=recipients, attempts=attempt, bounced_at=_aware(now), job_id=job.job_id), job.email_id, now)
+    kind = "outbound.failed" if reason == "rejected" else "outbound.bounced"
+    why = "refused" if reason == "rejected" else "still failing when retry_for ran out"
+    record_event(batch.con, kind, job.agent,
+                 f"{job.email_id} {job.message_id} {why} for "
+                 + "; ".join(f"{r.address}: {r.detail[:300]}" for r in refusals)
+                 + f" (attempt {attempt}, job {job.job_id})")
+
+
+def _status(detail: str) -> str | None:
+    found = _ENHANCED.search(detail)
+    return found.group(1) if found else None
+
+
+# -- DSNs for our own mail --------------------------------------------------------------------------------------
+
+
+def link_bounce(con: duckdb.DuckDBPyConnection, report: DsnReport, *, agent: str | None = None) -> str | None:
+    """The email id of the sent message ``report`` is about, or None when it is none of ours.
+
+    By the ``Original-Envelope-Id`` (the ENVID we gave: our email id) first, then by the
+    returned ``Message-ID`` among the Sent copies. With ``agent``, only that agent's
+    messages count: a DSN sent to one agent says nothing about another's mail.
+    """
+    scope, params = ("AND agent = ?", [agent.lower()]) if agent else ("", [])
+    if report.envelope_id:
+        row = con.execute(f"SELECT email_id FROM outbound_messages WHERE email_id = ? {scope}",
+                          [report.envelope_id, *params]).fetchone()
+        if row:
+            return str(row[0])
+    if report.message_id:
+        row = con.execute(f"SELECT email_id FROM messages WHERE mailbox = ? AND message_id = ? {scope} "
+                          "ORDER BY received_at DESC LIMIT 1", [SENT_MAILBOX, report.message_id, *params]).fetchone()
+        if row is None:  # the Sent copy was deleted: the queue still knows the message
+            row = con.execute(f"SELECT email_id FROM outbound_messages WHERE message_id = ? {scope} "
+                              "ORDER BY queued_at DESC LIMIT 1", [report.message_id, *params]).fetchone()
+        if row:
+            return str(row[0])
+    return None
+
+
+def bounce_from_dsn(tx: Batch | duckdb.DuckDBPyConnection, report: DsnReport, *, agent: str,
+                    now: float) -> str | None:
+    """A DSN that came back to ``agent`` for one of its sent messages: raise ``message.bounced`` (reason ``dsn``).
+
+    Only the report's ``failed`` recipients count (a ``delayed`` report changes nothing). Returns
+    the email id it was linked to, or None (not ours, or nothing failed): nothing is written then.
+    """
+    failed = report.failed
+    if not failed:
+        return None
+    batch = tx if isinstance(tx, Batch) else Batch(tx, {})
+    email_id = link_bounce(batch.con, report, agent=agent)
+    if email_id is None:
+        return None
+    row = batch.con.execute("SELECT thread_id, message_id FROM outbound_messages WHERE email_id = ?",
+                            [email_id]).fetchone() or batch.con.execute(
+        "SELECT thread_id, message_id FROM messages WHERE email_id = ?", [email_id]).fetchone()
+    thread_id, message_id = (str(row[0]), str(row[1] or "")) if row else ("", report.message_id or "")
+    recipients = [BouncedRecipient(address=r.final_recipient, code=r.code, status=r.status or None,
+                                   detail=(r.diagnostic or f"{r.action} {r.status}".strip())[:1000]) for r in failed]
+    agent = agent.lower()
+    _event(batch, agent, "message.bounced", MessageBouncedData(
+        agent=agent, email_id=email_id, message_id=message_id, thread_id=thread_id, reason="dsn",
+        recipients=recipients, attempts=0, bounced_at=_aware(now)), email_id, now)
+    record_event(batch.con, "outbound.dsn", agent,
+                 f"{email_id} {message_id} bounced by {report.reporting_mta or 'a DSN'} for "
+                 + "; ".join(f"{r.address}: {r.status or ''} {r.detail[:300]}".strip() for r in recipients))
+    if tx is not batch:
+        batch.flush()
+    return email_id
