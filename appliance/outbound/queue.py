@@ -58,7 +58,7 @@ from appliance.database import Batch, utc
 from appliance.delivery import jobs
 from appliance.delivery.payload import EventData
 from appliance.mail import ascii_domain
-from appliance.outbound.dsn import DsnReport
+from appliance.outbound.dsn import DsnRecipient, DsnReport
 from appliance.outbound.events import BouncedRecipient, BounceReason, MessageBouncedData, MessageSentData
 from appliance.outbound.model import Delivery, DeliveryOutcome, OutboundMessage, RecipientRefusal
 from appliance.outbound.retry import Plan
@@ -281,22 +281,36 @@ def bounce_from_dsn(tx: Batch | duckdb.DuckDBPyConnection, report: DsnReport, *,
                     now: float) -> str | None:
     """A DSN that came back to ``agent`` for one of its sent messages: raise ``message.bounced`` (reason ``dsn``).
 
-    Only the report's ``failed`` recipients count (a ``delayed`` report changes nothing). Returns
-    the email id it was linked to, or None (not ours, or nothing failed): nothing is written then.
+    Only the report's ``failed`` recipients count (a ``delayed`` report changes nothing), and of
+    those only recipients of the message (by ``Original-Recipient``, which our ORCPT makes peers
+    keep, or ``Final-Recipient``). Returns the email id it was linked to, or None (not ours, or
+    nothing of ours failed): nothing is written then.
     """
-    failed = report.failed
-    if not failed:
+    if not report.failed:
         return None
     batch = tx if isinstance(tx, Batch) else Batch(tx, {})
     email_id = link_bounce(batch.con, report, agent=agent)
     if email_id is None:
         return None
+    # Only what the message was sent to counts: a report naming others (forged, or about a copy forwarded
+    # elsewhere without ORCPT) says nothing about this message's recipients.
+    ours = {str(a).lower(): str(a) for (a,) in batch.con.execute(
+        "SELECT DISTINCT unnest(recipients) FROM outbound_jobs WHERE email_id = ?", [email_id]).fetchall()}
+    failed: list[tuple[str, DsnRecipient]] = []
+    for r in report.failed:
+        named = [a for a in (r.original_recipient, r.final_recipient) if a]
+        address = next((ours[a.lower()] for a in named if a.lower() in ours), None if ours else r.final_recipient)
+        if address is not None:
+            failed.append((address, r))
+    if not failed:
+        return None
     row = batch.con.execute("SELECT thread_id, message_id FROM outbound_messages WHERE email_id = ?",
                             [email_id]).fetchone() or batch.con.execute(
         "SELECT thread_id, message_id FROM messages WHERE email_id = ?", [email_id]).fetchone()
     thread_id, message_id = (str(row[0]), str(row[1] or "")) if row else ("", report.message_id or "")
-    recipients = [BouncedRecipient(address=r.final_recipient, code=r.code, status=r.status or None,
-                                   detail=(r.diagnostic or f"{r.action} {r.status}".strip())[:1000]) for r in failed]
+    recipients = [BouncedRecipient(address=address, code=r.code, status=r.status or None,
+                                   detail=(r.diagnostic or f"{r.action} {r.status}".strip())[:1000])
+                  for address, r in failed]
     agent = agent.lower()
     _event(batch, agent, "message.bounced", MessageBouncedData(
         agent=agent, email_id=email_id, message_id=message_id, thread_id=thread_id, reason="dsn",

@@ -47,6 +47,8 @@ class Got:
     tls: bool
     at: float
     mail_options: list[str]
+    dsn_options: list[str] = field(default_factory=list)
+    """RFC 3461 parameters of MAIL and RCPT (``ENVID=...``, ``RET=...``, ``ORCPT=...``), as sent."""
 
 
 @dataclass
@@ -100,7 +102,8 @@ class _Handler:
             found = re.search(rb"^Message-ID:\s*(<[^>\r\n]+>)", data, re.IGNORECASE | re.MULTILINE)
             got = Got(mail_from=envelope.mail_from, rcpt_tos=list(envelope.rcpt_tos), data=data,
                       message_id=found.group(1).decode() if found else None, tls=session.ssl is not None,
-                      at=time.time(), mail_options=list(envelope.mail_options))
+                      at=time.time(), mail_options=list(envelope.mail_options),
+                      dsn_options=list(getattr(envelope, "dsn_options", [])))
             with self.peer.lock:
                 self.peer.received.append(got)
         return reply
@@ -110,7 +113,8 @@ class Peer:
     """An SMTP server on ``host`` (a free port unless ``port``), with STARTTLS when ``tls`` is given."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, tls: ssl.SSLContext | None = None,
-                 users: dict[str, str] | None = None, script: Script | None = None, smtputf8: bool = True) -> None:
+                 users: dict[str, str] | None = None, script: Script | None = None, smtputf8: bool = True,
+                 dsn: bool = False) -> None:
         self.host = host
         self.port = port
         self.tls = tls
@@ -118,6 +122,8 @@ class Peer:
         """user -> password: AUTH (PLAIN, LOGIN) offered after STARTTLS, and required."""
         self.script = script or Script()
         self.smtputf8 = smtputf8
+        self.dsn = dsn
+        """Offer the DSN extension (RFC 3461) and take its parameters."""
         self.received: list[Got] = []
         self.logins: list[str] = []
         self.connections = 0
@@ -211,7 +217,7 @@ class Peer:
 
 
 class _Greeting(SMTP):
-    """aiosmtpd's session, with a greeting that can be slow."""
+    """aiosmtpd's session, with a greeting that can be slow and, when asked, the DSN extension."""
 
     def __init__(self, peer: Peer, handler: Any, **options: Any) -> None:
         super().__init__(handler, **options)
@@ -222,6 +228,41 @@ class _Greeting(SMTP):
         if delay:
             await asyncio.sleep(delay)
         await super()._handle_client()
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if not self._peer.dsn:
+            await super().smtp_EHLO(hostname)
+            return
+        original = self.push
+
+        async def push(status: Any) -> None:  # "250 HELP" is the last line: DSN goes before it
+            if status == "250 HELP":
+                await original("250-DSN")
+            await original(status)
+
+        self.push = push  # type: ignore[method-assign]
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self.push = original  # type: ignore[method-assign]
+
+    def _dsn_split(self, arg: str) -> str:
+        """Keep RFC 3461 parameters aside (aiosmtpd knows none of them); the rest goes on to aiosmtpd."""
+        if not self._peer.dsn or self.envelope is None:
+            return arg
+        kept, dsn = [], []
+        for token in arg.split(" "):
+            (dsn if token.upper().split("=")[0] in ("RET", "ENVID", "NOTIFY", "ORCPT") else kept).append(token)
+        if dsn:
+            options = getattr(self.envelope, "dsn_options", [])
+            self.envelope.dsn_options = [*options, *dsn]  # type: ignore[attr-defined]
+        return " ".join(kept)
+
+    async def smtp_MAIL(self, arg: str) -> None:
+        await super().smtp_MAIL(self._dsn_split(arg) if arg else arg)
+
+    async def smtp_RCPT(self, arg: str) -> None:
+        await super().smtp_RCPT(self._dsn_split(arg) if arg else arg)
 
 
 class BlackHole:

@@ -188,3 +188,21 @@ async def test_a_dsn_for_our_mail_raises_message_bounced_for_its_failed_recipien
     assert audit == "outbound.dsn" and agent == AGENT and "mail.example.org" in detail
     other = await db.write_batch(lambda batch: bounce_from_dsn(batch, report, agent=OTHER_AGENT, now=0.0))
     assert other is None and len(await events_of(db)) == 1, "another agent's DSN says nothing about this mail"
+    stranger = parse_dsn(POSTFIX.replace(b"rfc822; bob@example.org", b"rfc822; eve@example.net")
+                         .replace(b"rfc822;bob@example.org", b"rfc822;eve@example.net"))
+    assert stranger is not None and [r.final_recipient for r in stranger.failed] == ["eve@example.net"]
+    unrelated = await db.write_batch(lambda batch: bounce_from_dsn(batch, stranger, agent=AGENT, now=0.0))
+    assert unrelated is None and len(await events_of(db)) == 1, "only the message's own recipients can bounce"
+
+
+async def test_a_forwarded_copy_bounces_under_the_address_we_sent_to(db: Database) -> None:
+    message = outbound(1, ["info@example.org"])
+    await queue(db, message, 1_800_000_000.0)
+    forwarded = parse_dsn(POSTFIX.replace(b"Final-Recipient: rfc822; bob@example.org",
+                                          b"Final-Recipient: rfc822; bob@elsewhere.example")
+                          .replace(b"Original-Recipient: rfc822;bob@example.org",
+                                   b"Original-Recipient: rfc822;info@example.org"))
+    assert forwarded is not None
+    await db.write_batch(lambda batch: bounce_from_dsn(batch, forwarded, agent=AGENT, now=1_800_000_100.0))
+    [(_, data)] = await events_of(db)
+    assert [r["address"] for r in data["recipients"]] == ["info@example.org"]

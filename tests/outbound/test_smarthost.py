@@ -176,3 +176,14 @@ async def test_a_non_ascii_address_needs_smtputf8() -> None:
 def test_a_smarthost_transport_needs_a_smarthost() -> None:
     with pytest.raises(ValueError, match="smarthost"):
         SmarthostTransport(OutboundConfig(transport="smarthost"), hostname=HOST)
+
+
+async def test_with_the_dsn_extension_a_bounce_will_name_our_email_id_and_each_recipient() -> None:
+    with Peer(dsn=True) as peer:
+        transport = smarthost(peer.port)
+        outcome = await transport.deliver(delivery(1, ["bob@example.org", "carol+x@example.org"]))
+        await transport.aclose()
+        [got] = peer.messages()
+    assert outcome.status == "sent"
+    assert got.dsn_options == ["RET=HDRS", "ENVID=s0001", "ORCPT=rfc822;bob@example.org",
+                               "ORCPT=rfc822;carol+2Bx@example.org"]

@@ -216,7 +216,8 @@ async def _mail(client: aiosmtplib.SMTP, peer: SmtpPeer, delivery: Delivery) -> 
             detail=f"5.3.4 message of {len(raw)} bytes is over the {size}-byte limit {peer.label} declares"))
     if client.supports_extension("size"):
         options.append(f"SIZE={len(raw)}")
-    if client.supports_extension("dsn"):
+    dsn = client.supports_extension("dsn")
+    if dsn:
         # RFC 3461: a bounce names our email id (ENVID) and returns headers only, not the whole message.
         options += ["RET=HDRS", f"ENVID={_xtext(delivery.email_id)}"]
     encoding = "utf-8" if utf8 else "ascii"
@@ -230,7 +231,9 @@ async def _mail(client: aiosmtplib.SMTP, peer: SmtpPeer, delivery: Delivery) -> 
     refused: list[RecipientRefusal] = []
     for recipient in delivery.recipients:
         try:
-            await client.rcpt(recipient, encoding=encoding)
+            # RFC 3461 4.2: ORCPT makes a DSN name the address we sent to, even after forwarding.
+            orcpt = [f"ORCPT=rfc822;{_xtext(recipient)}"] if dsn and recipient.isascii() else None
+            await client.rcpt(recipient, options=orcpt, encoding=encoding)
             accepted.append(recipient)
         except aiosmtplib.SMTPResponseException as exc:
             refused.append(RecipientRefusal(address=recipient, code=exc.code, detail=_reply(exc)))
