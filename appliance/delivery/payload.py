@@ -33,22 +33,30 @@ from appliance.sdk import (
     DeliveryFailedData,
     EndpointDisabled,
     EndpointDisabledData,
+    MessageBounced,
+    MessageBouncedData,
     MessageData,
     MessageQuarantined,
     MessageReceived,
+    MessageSent,
+    MessageSentData,
     QuarantineData,
 )
 
 AttachmentInfo = Attachment
 
-EventData = MessageData | QuarantineData | DeliveryFailedData | EndpointDisabledData
+EventData = (MessageData | QuarantineData | DeliveryFailedData | EndpointDisabledData | MessageSentData
+             | MessageBouncedData)
 
-_Envelope = MessageReceived | MessageQuarantined | DeliveryFailed | EndpointDisabled
+_Envelope = (MessageReceived | MessageQuarantined | DeliveryFailed | EndpointDisabled | MessageSent
+             | MessageBounced)
 EVENT_TYPES: dict[str, type[_Envelope]] = {
     "message.received": MessageReceived,
     "message.quarantined": MessageQuarantined,
     "delivery.failed": DeliveryFailed,
     "endpoint.disabled": EndpointDisabled,
+    "message.sent": MessageSent,
+    "message.bounced": MessageBounced,
 }
 """Event type -> its envelope Struct (whose ``data`` field is the row's payload)."""
 
@@ -57,6 +65,8 @@ _DATA_TYPES: dict[str, type[EventData]] = {
     "message.quarantined": QuarantineData,
     "delivery.failed": DeliveryFailedData,
     "endpoint.disabled": EndpointDisabledData,
+    "message.sent": MessageSentData,
+    "message.bounced": MessageBouncedData,
 }
 
 

@@ -39,6 +39,8 @@ from appliance.mail import (
     without_forged_trace,
 )
 from appliance.mailauth import Resolver
+from appliance.outbound.dsn import parse_dsn
+from appliance.outbound.queue import bounce_from_dsn
 from appliance.policy.book import PolicyBook
 from appliance.store import INBOX, QUARANTINE, StoredMessage, may_join_thread, resolve_thread, save_message
 
@@ -115,6 +117,12 @@ class Reception:
         record = _record(decision, envelope, parsed, raw, body_hash, intake=intake, now=now, size=facts.size,
                          latency_ms=latency_ms)
         stored = self._stored_copy(decision, parsed, message, now)
+        # A delivery report for one of the agent's own sent messages, whatever the gate made of the
+        # report itself (the loop guard keeps it from the agent; an unmatched MAILER-DAEMON is refused).
+        report = None
+        if parsed is not None and message is not None and parsed.content_type == "multipart/report":
+            data = message.data
+            report = await _off_loop_if_large(data, lambda: parse_dsn(data))
 
         # Payloads are built here, not in the writer thread, which must only write.
         jobs: list[tuple[str, EventData, str]] = []
@@ -130,6 +138,8 @@ class Reception:
 
         def commit(batch: Batch) -> str | None:
             append_decision(batch, record)
+            if report is not None:
+                bounce_from_dsn(batch, report, agent=agent, now=now)
             if decision.charge is not None:
                 PersistentLimits.write_charge(batch, decision.charge, now)
             if stored is not None:

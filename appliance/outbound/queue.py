@@ -48,7 +48,6 @@ import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import cast
 
 import duckdb
 import msgspec
@@ -56,7 +55,6 @@ import msgspec
 from appliance.audit import record_event
 from appliance.database import Batch, utc
 from appliance.delivery import jobs
-from appliance.delivery.payload import EventData
 from appliance.mail import ascii_domain
 from appliance.outbound.dsn import DsnRecipient, DsnReport
 from appliance.outbound.events import BouncedRecipient, BounceReason, MessageBouncedData, MessageSentData
@@ -215,7 +213,7 @@ def _aware(now: float) -> datetime:
 def _event(batch: Batch, agent: str, event_type: str, data: MessageSentData | MessageBouncedData, email_id: str,
            now: float) -> None:
     # The event Structs are registered in appliance.delivery.payload's type maps, which render them.
-    jobs.enqueue(batch, agent=agent, event_type=event_type, data=cast(EventData, data), email_id=email_id,
+    jobs.enqueue(batch, agent=agent, event_type=event_type, data=data, email_id=email_id,
                  decision_id=None, now=now)
 
 

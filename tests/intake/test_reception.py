@@ -21,3 +21,19 @@ async def test_eight_bit_message_id_is_decided_and_recorded_not_deferred_for_eve
         "SELECT message_id FROM decisions WHERE decision_id = ?", [received.decision.decision_id]).fetchone())
     assert row == ("<caf\ufffd@example.net>",)
     assert (await runtime.db.read(verify_chain)).ok
+
+
+async def test_a_dsn_for_the_agents_sent_mail_raises_message_bounced_whatever_the_gate_decides(
+        runtime: Runtime) -> None:
+    from tests.outbound.conftest import events_of, outbound, queue
+    from tests.outbound.test_dsn import POSTFIX
+
+    message = outbound(1, ["bob@example.org", "carol@example.org"])
+    await queue(runtime.db, message, 1_800_000_000.0)
+    report = POSTFIX.replace(b"To: agent@example.test", f"To: {AGENT}".encode())
+    received = await runtime.reception.receive(
+        Envelope(client_ip="192.0.2.25", helo="mail.example.org", mail_from="", rcpt_to=[AGENT]), report,
+        agent=AGENT, intake="smtp")
+    assert received.decision.action != "accept"  # a DSN never reaches the agent as mail
+    kinds = [kind for kind, _ in await events_of(runtime.db)]
+    assert "message.bounced" in kinds
