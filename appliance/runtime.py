@@ -27,10 +27,14 @@ from appliance.config import ApplianceConfig
 from appliance.counters import PersistentLimits
 from appliance.database import Database, private_file, utc
 from appliance.delivery.dispatcher import Dispatcher, start_dispatcher
+from appliance.delivery.tokens import load_token_key
+from appliance.intake.readers import ReaderPool
 from appliance.intake.reception import Reception
-from appliance.mail import ReaderPool, ReadingLimits
+from appliance.mail import ReadingLimits
 from appliance.mailauth import DnsResolver, OfflineResolver
+from appliance.outbound.service import Outbox, appliance_secrets
 from appliance.policy.book import PolicyBook, PolicyChange
+from appliance.tools import Tools
 
 if TYPE_CHECKING:
     from appliance.intake.smtp import SmtpServer
@@ -60,6 +64,10 @@ class Runtime:
         self.dispatcher: Dispatcher | None = None
         self.reader: ReaderPool
         """The reader processes every message is parsed in, off the event loop."""
+        self.outbox: Outbox | None = None
+        """Agents' sends (``POST /api/v1/messages``...)."""
+        self.tools: Tools | None = None
+        """The operator's tools agents call (``POST /api/v1/tools/{name}``)."""
 
     @property
     def db_path(self) -> Path:
@@ -97,6 +105,13 @@ class Runtime:
             self._stop_hooks.append(self.smtp_server.stop)
         self.dispatcher = await start_dispatcher(self.db, config)
         self._stop_hooks.append(self.dispatcher.stop)
+        secrets_ = appliance_secrets(config, agent_keys=self.agent_keys, admin_token=self.admin_token,
+                                     token_key=load_token_key(config.data_path))
+        self.outbox = Outbox(db=self.db, config=config, policies=self.policies, limits=limits,
+                             tokens=self.dispatcher.tokens, secrets=secrets_)
+        self.outbox.on_committed = lambda _: self._wake_outbound()
+        self.tools = Tools(db=self.db, tools=config.tools, tokens=self.dispatcher.tokens)
+        self._stop_hooks.append(self.tools.close)
         self.smtp_ready = True
         self.started = True
         log.info("appliance started (%s mode, %d agent(s))", config.mode, len(config.agents))
@@ -118,6 +133,12 @@ class Runtime:
         """Tell the delivery dispatcher new jobs are committed (no-op until it runs)."""
         if self.dispatcher is not None:
             self.dispatcher.wake()
+
+    def _wake_outbound(self) -> None:
+        """Tell the outbound worker a send is committed (no-op until it runs)."""
+        worker = getattr(self, "outbound", None)
+        if worker is not None:
+            worker.wake()
 
     def begin_shutdown(self) -> None:
         """Shutdown begins (before the server drains connections): end the event streams."""
@@ -147,8 +168,15 @@ class Runtime:
                           max_instances=1, coalesce=True)
         scheduler.add_job(self.apply_retention, "interval", hours=1, id="retention",
                           max_instances=1, coalesce=True)
+        scheduler.add_job(self.expire_outbound, "interval", hours=1, id="outbound-expiry",
+                          max_instances=1, coalesce=True)
         scheduler.start()
         self._scheduler = scheduler
+
+    async def expire_outbound(self) -> None:
+        """Remove blobs unused for 24 h and idempotency keys older than 24 h."""
+        if self.outbox is not None:
+            await self.outbox.expire()
 
     async def watch_policies(self) -> None:
         """Reload changed policy files; audit every attempt."""

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 __all__ = ["assess", "gather", "new_decision_id", "read_bytes"]
 
+import asyncio
 import os
 import time
 
 from appliance.errors import MalformedMessage, MessageTooComplex, MessageTooLarge
 from appliance.gate.decision import Decision, Envelope
 from appliance.gate.evaluate import Facts, evaluate
+from appliance.gate.inspection import Inspection, inspect_message
 from appliance.gate.limits import LimitCounter
 from appliance.mail import (
-    InlineReader,
     MessageBytes,
-    Reading,
     ReadingLimits,
     Unreadable,
     read_message,
@@ -51,7 +51,8 @@ async def assess(
 ) -> Decision:
     """Decide one message for one agent as the gate does at SMTP DATA time."""
     message, unreadable = read_bytes(raw, max_size=max_size, limits=reading)
-    read = await InlineReader(reading).read(message) if message is not None else Reading(unreadable=unreadable)
+    read = (await asyncio.to_thread(inspect_message, message, reading, policy.content_guards)
+            if message is not None else Inspection(unreadable=unreadable))
     facts = await gather(envelope, raw, message, read, agent=agent, resolver=resolver, now=now, max_size=max_size,
                          thread_id=thread_id)
     return evaluate(policy, facts, limits)
@@ -75,7 +76,7 @@ async def gather(
     envelope: Envelope,
     raw: bytes,
     message: MessageBytes | None,
-    read: Reading,
+    read: Inspection,
     *,
     agent: str,
     resolver: Resolver,
@@ -87,7 +88,7 @@ async def gather(
     """Establish the facts the gate decides on from a message's reading: authenticate it.
 
     ``message`` is the one byte-level reading of ``raw`` (``read_bytes``) and
-    ``read`` its parse and readable text (``read_for_gate``, run by a reader);
+    ``read`` its parse, readable text and guard scan (``inspect_message``, run by a reader);
     DKIM verifies those same bytes. ``thread_id`` overrides the header-derived
     thread (the store knows more); ``size`` the message's size when ``raw`` is
     not the whole of it (an intake that refused it while receiving).
@@ -114,6 +115,8 @@ async def gather(
         parsed=parsed,
         unreadable=read.unreadable,
         readable=read.readable,
+        guard_hit=read.guard_hit,
+        guards_scanned=read.scanned,
         auth=auth,
         thread_id=thread_id or (thread_root(parsed) if parsed is not None else "T-none"),
         now=now,

@@ -39,6 +39,10 @@ class Facts(msgspec.Struct, frozen=True, kw_only=True):
     """None when reading or strict parsing failed; ``unreadable`` then says why."""
     unreadable: Unreadable | None
     readable: ReadableText | None
+    guard_hit: GuardHit | None = None
+    """The content guards' verdict when they already ran (in a reader process); see ``guards_scanned``."""
+    guards_scanned: bool = False
+    """``guard_hit`` is the scan of ``readable`` with this policy's guards; otherwise the gate scans."""
     auth: AuthResults | None
     thread_id: str
     now: float
@@ -203,7 +207,8 @@ class _Evaluation:
             self.note("content", "fail", f"readable text exceeds {readable.total_chars} characters; "
                                          "the rest could not be scanned")
             return self.finish("bounce", reasons.MESSAGE_TOO_LARGE)
-        hit = scan(readable, self.policy.content_guards)
+        facts = self.facts
+        hit = facts.guard_hit if facts.guards_scanned else scan(readable, self.policy.content_guards)
         if hit is None:
             self.note("content", "pass",
                       f"{len(self.policy.content_guards)} guard(s), no match in {len(readable.parts)} part(s)")

@@ -25,12 +25,11 @@ from appliance.database import Batch, Database, utc
 from appliance.delivery.jobs import enqueue
 from appliance.delivery.payload import EventData, message_data, quarantine_data
 from appliance.gate import Decision, Envelope, evaluate, gather, read_bytes
+from appliance.gate.inspection import Inspection
+from appliance.intake.readers import InlineReader, MessageReader
 from appliance.mail import (
-    InlineReader,
     MessageBytes,
-    MessageReader,
     ParsedMessage,
-    Reading,
     ReadingLimits,
     Unreadable,
     sniff_message_id,
@@ -92,11 +91,12 @@ class Reception:
         if policy is None:
             raise KeyError(f"{agent} is not an agent of this appliance")
         if refused is not None:
-            message, read = None, Reading(unreadable=refused)
+            message, read = None, Inspection(unreadable=refused)
         else:
             message, unreadable = await _off_loop_if_large(
                 raw, lambda: read_bytes(raw, max_size=self.max_message_size, limits=self.reading))
-            read = await self.reader.read(message) if message is not None else Reading(unreadable=unreadable)
+            read = (await self.reader.read(message, policy.content_guards) if message is not None
+                    else Inspection(unreadable=unreadable))
         parsed = read.parsed
         thread_id = None
         if parsed is not None and may_join_thread(parsed):

@@ -17,7 +17,6 @@ from appliance.mail.parse import (
     sniff_message_id,
     thread_root,
 )
-from appliance.mail.readers import InlineReader, MessageReader, ReaderPool
 from appliance.mail.reading import Reading, Unreadable, read_for_gate, unreadable_from
 from appliance.mail.text import ReadableText, TextPart, decode_words, extract_readable, html_to_text
 from appliance.mail.trace import DECISION_HEADER, is_forged, trace_fields, without_forged_trace
@@ -28,13 +27,10 @@ __all__ = [
     "POLICY",
     "AttachmentInfo",
     "HeaderField",
-    "InlineReader",
     "Mailbox",
     "MessageBytes",
-    "MessageReader",
     "ParsedMessage",
     "ReadableText",
-    "ReaderPool",
     "Reading",
     "ReadingLimits",
     "TextPart",

@@ -1,4 +1,4 @@
-"""Where ``read_for_gate`` runs: in reader processes with a deadline, or in this process.
+"""Where ``inspect_message`` runs: in reader processes with a deadline, or in this process.
 
 The email package's parser is pure Python and, on hostile shapes (a long
 folded Subject, deep nesting), super-linear; running it on the event loop let
@@ -10,7 +10,8 @@ its life, and the message is refused as ``message_too_complex``. The event
 loop only waits.
 
 ``InlineReader`` runs the same function in a thread of this process: for
-``policy explain`` and tests, where no deadline is needed.
+``policy explain`` and tests, where no deadline is needed. The content guards
+travel with the message (``GuardSpec``), so their scan runs in the reader too.
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Protocol
 
 import msgspec
 
-from appliance.mail.reading import Reading, Unreadable, read_for_gate
-from appliance.mail.wire import MessageBytes, ReadingLimits
+from appliance.gate.inspection import Inspection, InspectionRequest, guard_specs, inspect_message, inspect_request
+from appliance.mail import MessageBytes, ReadingLimits, Unreadable
+from appliance.policy import ContentGuard
 
 log = logging.getLogger("appliance.mail.readers")
 
@@ -41,31 +44,33 @@ _FRAME = struct.Struct(">Q")
 _SERVING, _EXITING = b"\x00", b"\x01"
 """First byte of a reader's answer: whether it goes on serving after this one."""
 _ENCODER = msgspec.msgpack.Encoder()
-_DECODER = msgspec.msgpack.Decoder(Reading)
+_REQUEST_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(Inspection)
+_REQUESTS = msgspec.msgpack.Decoder(InspectionRequest)
 
 
 class MessageReader(Protocol):
-    """Runs ``read_for_gate`` somewhere and answers with its Reading."""
+    """Runs ``inspect_message`` somewhere and answers with its Inspection."""
 
-    async def read(self, message: MessageBytes) -> Reading: ...
+    async def read(self, message: MessageBytes, guards: Sequence[ContentGuard] = ()) -> Inspection: ...
 
 
 class InlineReader:
-    """``read_for_gate`` in a worker thread of this process, without a deadline."""
+    """``inspect_message`` in a worker thread of this process, without a deadline."""
 
     def __init__(self, limits: ReadingLimits | None = None) -> None:
         self.limits = limits or ReadingLimits()
 
-    async def read(self, message: MessageBytes) -> Reading:
-        return await asyncio.to_thread(read_for_gate, message, self.limits)
+    async def read(self, message: MessageBytes, guards: Sequence[ContentGuard] = ()) -> Inspection:
+        return await asyncio.to_thread(inspect_message, message, self.limits, guards)
 
 
-def _too_complex(detail: str) -> Reading:
-    return Reading(unreadable=Unreadable(reason="message_too_complex", detail=detail))
+def _too_complex(detail: str) -> Inspection:
+    return Inspection(unreadable=Unreadable(reason="message_too_complex", detail=detail))
 
 
 class _Worker:
-    """One reader process (``python -m appliance.mail``) and our ends of its pipes.
+    """One reader process (``python -m appliance.intake.readers``) and our ends of its pipes.
 
     A plain subprocess rather than ``multiprocessing``: nothing of the parent (its
     ``__main__``, its DuckDB threads) is imported or forked into the reader.
@@ -76,7 +81,7 @@ class _Worker:
         self.process = process
 
     def ask(self, data: bytes) -> bytes:
-        """Send one message, wait for its Reading (blocking: runs in a thread)."""
+        """Send one message, wait for its Inspection (blocking: runs in a thread)."""
         stdin, stdout = self.process.stdin, self.process.stdout
         assert stdin is not None and stdout is not None
         stdin.write(_FRAME.pack(len(data)))
@@ -134,18 +139,19 @@ class ReaderPool:
     def _spawn(self) -> _Worker:
         limits = msgspec.json.encode(self.limits).decode()
         process = subprocess.Popen(
-            [sys.executable, "-m", "appliance.mail", limits, str(self.memory_mb or 0), str(os.getpid())],
+            [sys.executable, "-m", "appliance.intake.readers", limits, str(self.memory_mb or 0), str(os.getpid())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         return _Worker(process)
 
-    async def read(self, message: MessageBytes) -> Reading:
-        """The Reading of ``message``; ``message_too_complex`` when its reader overran or died."""
+    async def read(self, message: MessageBytes, guards: Sequence[ContentGuard] = ()) -> Inspection:
+        """The Inspection of ``message``; ``message_too_complex`` when its reader overran or died."""
         if self._closed:
             raise RuntimeError("the reader pool is closed")
         worker = await self._idle.get()
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        asked = loop.run_in_executor(self._threads, worker.ask, message.data)
+        request = _REQUEST_ENCODER.encode(InspectionRequest(data=message.data, guards=guard_specs(guards)))
+        asked = loop.run_in_executor(self._threads, worker.ask, request)
         asked.add_done_callback(_retrieve)
         try:
             answer = await asyncio.wait_for(asyncio.shield(asked), self.deadline)
@@ -221,11 +227,11 @@ def _serve(limits: ReadingLimits, memory_mb: int, parent: int) -> None:
             return
         exit_after = False
         try:
-            reading = read_for_gate(data, limits)
+            reading = inspect_request(_REQUESTS.decode(data), limits)
         except MemoryError:
             reading, exit_after = _too_complex(f"reading the message needed over {memory_mb} MiB"), True
         except Exception as exc:  # a parser bug on hostile input: refuse the message, keep serving
-            reading = Reading(unreadable=Unreadable(
+            reading = Inspection(unreadable=Unreadable(
                 reason="malformed_message", detail=f"message could not be read: {type(exc).__name__}"))
         try:
             answer = _ENCODER.encode(reading)
@@ -253,6 +259,5 @@ def _die_with(parent: int) -> None:
         os._exit(0)
 
 
-def serve(argv: list[str]) -> None:
-    """Entry point of a reader process (``python -m appliance.mail LIMITS MEMORY_MB PARENT_PID``)."""
-    _serve(msgspec.json.decode(argv[0], type=ReadingLimits), int(argv[1]), int(argv[2]))
+if __name__ == "__main__":  # a reader process: python -m appliance.intake.readers LIMITS MEMORY_MB PARENT_PID
+    _serve(msgspec.json.decode(sys.argv[1], type=ReadingLimits), int(sys.argv[2]), int(sys.argv[3]))
