@@ -66,6 +66,8 @@ DEFAULT_TIMEOUT = 30.0
 STREAM_READ_TIMEOUT = 60.0
 """Seconds the event stream may stay silent before the connection is taken for dead (the appliance
 sends a keepalive comment every 15 quiet seconds)."""
+HEALTHY_AFTER = 20.0
+"""Seconds an event-stream connection must live (longer than a keepalive) to reset the retry count."""
 _USER_AGENT = "appliance-sdk/0.1"
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _KNOWN_EVENTS = frozenset(cls.__struct_config__.tag for cls in get_args(Event))
@@ -341,9 +343,18 @@ def _stream_refusal(response: httpx.Response, backoff: _Backoff, max_retries: in
     return backoff.next_delay(error.retry_after)
 
 
-def _connect_failed(exc: Exception, backoff: _Backoff, max_retries: int) -> float:
+def _dropped(backoff: _Backoff, opened: float | None, max_retries: int, exc: Exception | None = None) -> float:
+    """The delay before reconnecting after the connection failed or ended; raises when retries are spent.
+
+    A connection that lived ``HEALTHY_AFTER`` seconds (keepalives came) starts the count again, as an
+    event does; one that dies at once after its 200 counts as a failure, so a broken stream is not
+    reopened forever.
+    """
+    if opened is not None and time.monotonic() - opened >= HEALTHY_AFTER:
+        backoff.failures = 0
     if backoff.failures >= max_retries:
-        raise TransportError(f"event stream: {_describe(exc)} (after {backoff.failures + 1} attempts)") from exc
+        what = _describe(exc) if exc is not None else "closed by the appliance"
+        raise TransportError(f"event stream: {what} (after {backoff.failures + 1} attempts)") from exc
     return backoff.next_delay()
 
 
@@ -521,15 +532,16 @@ class Client(_Base):
 
         Starts after ``last_event_id`` (else from the oldest event kept). A dropped connection is
         reopened with ``Last-Event-ID`` set to the last event yielded, so nothing is missed or
-        repeated; after ``max_retries`` failed attempts in a row the last failure is raised
-        (``TransportError`` or ``ApiError``). 401/403/404 are raised at once.
+        repeated; after ``max_retries`` failed attempts in a row (an event, or a connection that
+        lived ``HEALTHY_AFTER`` seconds, ends a row) the last failure is raised (``TransportError``
+        or ``ApiError``). 401/403/404 are raised at once.
         """
         httpx = self._httpx
         cursor = last_event_id or ""
         delays = _Backoff(backoff, max_backoff)
         timeout = httpx.Timeout(self._http.timeout.connect, read=read_timeout)
         while True:
-            delay = 0.0
+            opened: float | None = None
             try:
                 with self._http.stream("GET", "/api/v1/events", timeout=timeout,
                                        headers={"last-event-id": cursor} if cursor else {}) as response:
@@ -537,17 +549,18 @@ class Client(_Base):
                         response.read()
                         delay = _stream_refusal(response, delays, max_retries)
                     else:
-                        delays.failures = 0
+                        opened = time.monotonic()
                         parser = _SseParser()
                         for line in response.iter_lines():
                             found = parser.line(line)
                             if found is not None and found[0]:
                                 item = _stream_event(*found)
                                 cursor = item.id
+                                delays.failures = 0  # progress: the retry budget starts again
                                 yield item
-                        delay = delays.next_delay()  # the appliance closed the stream (restarting): reconnect
+                        delay = _dropped(delays, opened, max_retries)  # closed (the appliance restarts)
             except httpx.TransportError as exc:
-                delay = _connect_failed(exc, delays, max_retries)
+                delay = _dropped(delays, opened, max_retries, exc)
             time.sleep(delay)
 
 
@@ -660,7 +673,7 @@ class AsyncClient(_Base):
         delays = _Backoff(backoff, max_backoff)
         timeout = httpx.Timeout(self._http.timeout.connect, read=read_timeout)
         while True:
-            delay = 0.0
+            opened: float | None = None
             try:
                 async with self._http.stream("GET", "/api/v1/events", timeout=timeout,
                                              headers={"last-event-id": cursor} if cursor else {}) as response:
@@ -668,16 +681,17 @@ class AsyncClient(_Base):
                         await response.aread()
                         delay = _stream_refusal(response, delays, max_retries)
                     else:
-                        delays.failures = 0
+                        opened = time.monotonic()
                         parser = _SseParser()
                         async for line in response.aiter_lines():
                             found = parser.line(line)
                             if found is not None and found[0]:
                                 item = _stream_event(*found)
                                 cursor = item.id
+                                delays.failures = 0
                                 yield item
-                        delay = delays.next_delay()
+                        delay = _dropped(delays, opened, max_retries)
             except httpx.TransportError as exc:
-                delay = _connect_failed(exc, delays, max_retries)
+                delay = _dropped(delays, opened, max_retries, exc)
             await asyncio.sleep(delay)
 

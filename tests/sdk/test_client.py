@@ -390,6 +390,16 @@ def test_the_stream_gives_up_after_its_retries(flavour: str) -> None:
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_stream_that_dies_after_its_200_every_time_is_not_reopened_forever(flavour: str) -> None:
+    handler, seen = stream_handler([lambda request: httpx.Response(
+        200, stream=Broken([b": events for a@x after 0\r\n\r\n"], drop=len(seen) % 2 == 0))])
+    sync, async_ = both(handler)
+    with pytest.raises(TransportError, match="after 6 attempts"):
+        take(sync if flavour == "sync" else async_, 1, max_retries=5)
+    assert len(seen) == 6
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
 def test_the_stream_raises_a_bad_key_at_once(flavour: str) -> None:
     handler, seen = stream_handler([answer(401, {"status_code": 401, "detail": "agent API key required"})])
     sync, async_ = both(handler)
