@@ -33,6 +33,7 @@ from appliance.intake.reception import Reception
 from appliance.mail import ReadingLimits
 from appliance.mailauth import DnsResolver, OfflineResolver
 from appliance.outbound.service import Outbox, appliance_secrets
+from appliance.outbound.worker import OutboundWorker, start_outbound
 from appliance.policy.book import PolicyBook, PolicyChange
 from appliance.tools import Tools
 
@@ -68,6 +69,8 @@ class Runtime:
         """Agents' sends (``POST /api/v1/messages``...)."""
         self.tools: Tools | None = None
         """The operator's tools agents call (``POST /api/v1/tools/{name}``)."""
+        self.outbound: OutboundWorker | None = None
+        """Sends queued mail through the configured transport (``[outbound] transport``)."""
 
     @property
     def db_path(self) -> Path:
@@ -112,6 +115,9 @@ class Runtime:
         self.outbox.on_committed = lambda _: self._wake_outbound()
         self.tools = Tools(db=self.db, tools=config.tools, tokens=self.dispatcher.tokens)
         self._stop_hooks.append(self.tools.close)
+        self.outbound = await start_outbound(self.db, config, reception=self.reception,
+                                             resolver=self.reception.resolver, on_committed=self.wake_dispatcher)
+        self._stop_hooks.append(self.outbound.stop)
         self.smtp_ready = True
         self.started = True
         log.info("appliance started (%s mode, %d agent(s))", config.mode, len(config.agents))
@@ -136,9 +142,8 @@ class Runtime:
 
     def _wake_outbound(self) -> None:
         """Tell the outbound worker a send is committed (no-op until it runs)."""
-        worker = getattr(self, "outbound", None)
-        if worker is not None:
-            worker.wake()
+        if self.outbound is not None:
+            self.outbound.wake()
 
     def begin_shutdown(self) -> None:
         """Shutdown begins (before the server drains connections): end the event streams."""

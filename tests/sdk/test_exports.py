@@ -23,7 +23,8 @@ def test_the_sdk_imports_without_the_server_dependencies() -> None:
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy)\n"
         "assert not loaded, loaded\n"
         "mine = sorted(m for m in sys.modules if m.startswith('appliance'))\n"
-        "assert mine == ['appliance', 'appliance.sdk', 'appliance.sdk._errors', 'appliance.sdk._payload', "
+        "assert mine == ['appliance', 'appliance.sdk', 'appliance.sdk._client', 'appliance.sdk._errors', "
+        "'appliance.sdk._models', 'appliance.sdk._payload', "
         "'appliance.sdk._webhooks'], mine\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
