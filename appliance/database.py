@@ -192,6 +192,28 @@ SCHEMA = [
         peer VARCHAR,
         latency_ms DOUBLE
     )""",
+    # outbound: attachments agents upload (appliance.outbound.blobs), gone 24 h after their last use;
+    # idempotency keys of sends (appliance.outbound.idempotency), each with its first answer, kept 24 h
+    """CREATE TABLE IF NOT EXISTS blobs (
+        blob_id VARCHAR PRIMARY KEY,
+        agent VARCHAR NOT NULL,
+        content_type VARCHAR NOT NULL,
+        filename VARCHAR,
+        size BIGINT NOT NULL,
+        sha256 VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL,
+        used_at TIMESTAMP NOT NULL,
+        data BLOB NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS idempotency_keys (
+        agent VARCHAR NOT NULL,
+        key VARCHAR NOT NULL,
+        request_sha256 VARCHAR NOT NULL,
+        email_id VARCHAR NOT NULL,
+        result VARCHAR NOT NULL,
+        created_at DOUBLE NOT NULL,
+        PRIMARY KEY (agent, key)
+    )""",
 ]
 
 
