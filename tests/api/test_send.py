@@ -391,6 +391,8 @@ async def test_an_idempotency_key_answers_a_retry_with_the_first_result(client: 
 
 async def test_the_outbox_lists_what_an_agent_sent_with_each_recipients_status(client: Client) -> None:
     runtime = runtime_of(client)
+    assert runtime.outbound is not None
+    await runtime.outbound.stop()  # the listing of mail still queued (delivery: tests/outbound)
     parent = await receive(runtime, mail())
     ids = [(await reply(client, parent, {"text": f"n{i}", "cc": ["bob@example.net"]})).json()["emailId"]
            for i in range(3)]
