@@ -519,3 +519,41 @@ async def test_smtputf8_is_advertised_and_internationalized_mail_is_accepted(
     assert not reply.startswith("550 5.6.0"), reply  # not malformed: decided by the policy like any mail
     rows = await runtime.db.read(lambda con: con.execute("SELECT header_from, subject FROM decisions").fetchall())
     assert rows == [("jörg@xn--bcher-kva.example", "Grüße")]
+
+
+async def test_failed_accepts_are_logged_once_per_interval_not_each_time(
+    start_smtp: StartSmtp, caplog: pytest.LogCaptureFixture
+) -> None:
+    await start_smtp()
+    loop = asyncio.get_running_loop()
+    caplog.set_level(logging.ERROR, logger="appliance.intake.smtp")
+    for _ in range(1000):  # what asyncio reports for each accept() that fails with EMFILE
+        loop.call_exception_handler({"message": "socket.accept() out of system resource",
+                                     "exception": OSError(24, "Too many open files")})
+    said = [r for r in caplog.records if "cannot accept connections" in r.getMessage()]
+    assert len(said) == 1 and "Too many open files" in said[0].getMessage()
+
+
+async def test_a_decision_whose_commit_fails_is_not_counted_against_the_rate_limit(
+    make_config: Callable[..., Any]
+) -> None:
+    from appliance.gate import Envelope
+    from appliance.gate.limits import MINUTE, rate_key
+
+    config = make_config(policies={AGENT: """
+defaultAction = "bounce"
+[[senders]]
+match = { domain = "example.net" }
+rateLimit = { perMinute = 1 }
+"""})
+    rt = Runtime(config)
+    await rt.start()
+    try:
+        envelope = Envelope(client_ip="192.0.2.1", helo="mx.example.net", mail_from="alice@example.net",
+                            rcpt_to=[AGENT])
+        rt.db.close()  # every write now fails at once
+        with pytest.raises(Exception, match="closed"):
+            await rt.reception.receive(envelope, message(), agent=AGENT, intake="smtp")
+        assert rt.reception.limits.count_since(rate_key(AGENT, "example.net"), 0.0 - MINUTE) == 0
+    finally:
+        await rt.stop()
