@@ -34,6 +34,7 @@ __all__ = [
 
 import base64
 import contextlib
+import functools
 import os
 import re
 from pathlib import Path
@@ -165,6 +166,16 @@ def write_key(data_dir: Path, domain: str, key: SigningKey) -> Path:
 
 def load_key_file(path: Path) -> SigningKey:
     """The key in ``path`` (its selector is the file name); ValueError naming the file when unusable."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc.strerror})") from None
+    # Checking an RSA private key costs tens of milliseconds: once per file version, not once per send.
+    return _load_key_file(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_key_file(path: Path, _mtime_ns: int, _size: int) -> SigningKey:
     try:
         pem = path.read_bytes()
         private = serialization.load_pem_private_key(pem, password=None)
