@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from appliance.mailauth.keys import generate_key
 from appliance.mailauth.signing import sign
 from appliance.sdk import AsyncClient
-from bench.loadgen import percentile
 from tests.e2e.harness import ApplianceProcess, free_port, write_config
 
 AGENT = "agent@example.test"
@@ -41,6 +40,12 @@ defaultAction = "bounce"
 match = { domain = "example.net" }
 capabilities = ["read"]
 """
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, nearest rank; NaN when empty."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 class Peer:
