@@ -119,7 +119,7 @@ def test_verify_sees_one_snapshot_while_the_writer_appends(db: Database) -> None
 def test_columns_added_later_are_chained_and_older_rows_still_verify(db: Database) -> None:
     import msgspec
 
-    from appliance.audit.chain import GENESIS, _COLUMNS, row_hash
+    from appliance.audit.chain import _COLUMNS, GENESIS, row_hash
 
     # A row written by the first release: hashed over its 23 columns only, the later ones NULL.
     old = record(0)
