@@ -9,6 +9,9 @@ prints:
 - gate-only decisions/s in-process (parse, extract, authenticate with a warm
   DNS cache, evaluate);
 - SMTP 250 to webhook received latency p50/p99 at 100 messages/s.
+With ``--readers 1,2,4``: only the intake throughput, once per number of
+reader processes (``[reading] processes``) against the one store.
+The SMTP client is bench/loadgen.py, shared with ``make bench-peer``.
 Every loop is bounded in count and time.
 """
 
@@ -18,6 +21,7 @@ import argparse
 import asyncio
 import base64
 import json
+import statistics
 import sys
 import tempfile
 import threading
@@ -25,16 +29,18 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import aiosmtplib
+# Run as a script, this folder comes first on sys.path, and its dkim.py would shadow dkimpy: last, then.
+sys.path.sort(key=lambda entry: Path(entry or ".").resolve() == Path(__file__).resolve().parent)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from appliance.gate import Envelope, InMemoryLimits, assess
 from appliance.mailauth import DnsResolver
 from appliance.policy import policy_from_builtins
+from bench.loadgen import dot_stuffed, percentile, send
 from tests.dnsserver import serve_zone
 from tests.e2e.harness import ApplianceProcess, free_port, write_config
 
@@ -76,46 +82,18 @@ def signed_messages(count: int, private: bytes, tag: str) -> list[bytes]:
 
 
 def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+    return percentile(values, q)
 
 
 async def send_all(port: int, messages: list[bytes], concurrency: int, rate: float | None,
                    deadline: float) -> tuple[list[float], dict[str, float], int]:
-    """Send over `concurrency` persistent connections; pace to `rate`/s when given."""
-    queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
-    for item in enumerate(messages):
-        queue.put_nowait(item)
-    latencies: list[float] = []
-    acked_at: dict[str, float] = {}
-    failures = 0
-    start = time.perf_counter()
-
-    async def worker() -> None:
-        nonlocal failures
-        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=30)
-        await client.connect()
-        try:
-            while not queue.empty() and time.perf_counter() < deadline:
-                n, raw = queue.get_nowait()
-                if rate is not None:
-                    due = start + n / rate
-                    if (wait := due - time.perf_counter()) > 0:
-                        await asyncio.sleep(wait)
-                t0 = time.perf_counter()
-                try:
-                    await client.sendmail(f"s{n % 50}@{DOMAIN}", [AGENT], raw)
-                except aiosmtplib.SMTPException:
-                    failures += 1
-                    continue
-                t1 = time.perf_counter()
-                latencies.append(t1 - t0)
-                acked_at[raw.split(b"Message-ID: <", 1)[1].split(b">", 1)[0].decode()] = time.time()
-        finally:
-            await client.quit()
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, acked_at, failures
+    """Send over `concurrency` persistent connections (bench/loadgen.py); pace to `rate`/s when given."""
+    ids = [raw.split(b"Message-ID: <", 1)[1].split(b">", 1)[0].decode() for raw in messages]
+    run = await send(port, [dot_stuffed(raw) for raw in messages], sessions=concurrency, count=len(messages),
+                     seconds=max(0.0, deadline - time.perf_counter()), mail_from=lambda n: f"s{n % 50}@{DOMAIN}",
+                     rcpt=[AGENT], rate=rate)
+    acked_at = {ids[n]: at for n, at in run.accepted_at.items()}
+    return run.latencies, acked_at, sum(run.refused.values()) + run.errors
 
 
 class WebhookSink(ThreadingHTTPServer):
@@ -161,11 +139,42 @@ async def gate_only(nameserver: str, messages: list[bytes], seconds: float) -> f
     return done / (time.perf_counter() - start)
 
 
+def by_readers(zone: list[tuple[str, str, str]], bulk: list[bytes], counts: list[int], concurrency: int,
+               rounds: int) -> int:
+    """Intake throughput with each count of reader processes against the one store (a fresh one each time)."""
+    rates: dict[int, list[float]] = {n: [] for n in counts}
+    with serve_zone(zone) as dns_server, tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(rounds):
+            for n in counts:
+                directory = Path(tmp, f"r{round_}-readers-{n}")
+                directory.mkdir()
+                config = write_config(directory, policy=POLICY, agent=AGENT, nameservers=[dns_server.address])
+                config.write_text(config.read_text() + f"\n[reading]\nprocesses = {n}\n")
+                with ApplianceProcess(config) as proc:
+                    asyncio.run(send_all(proc.smtp_port, bulk[:50], 4, None, time.perf_counter() + 60))  # warm-up
+                    t0 = time.perf_counter()
+                    lat, _, failed = asyncio.run(send_all(proc.smtp_port, bulk, concurrency, None,
+                                                          time.perf_counter() + 300))
+                    wall = time.perf_counter() - t0
+                    proc.terminate()
+                rates[n].append(len(lat) / wall)
+                print(f"round {round_ + 1}, {n} reader process(es): {len(lat)} accepted in {wall:.2f} s = "
+                      f"{len(lat) / wall:.0f} messages/s at concurrency {concurrency} ({failed} refused); "
+                      f"transaction p50 {pct(lat, .5) * 1000:.1f} ms, p99 {pct(lat, .99) * 1000:.1f} ms", flush=True)
+    for n in counts:
+        print(f"{n} reader process(es): median {statistics.median(rates[n]):.0f} messages/s "
+              f"(runs: {', '.join(f'{r:.0f}' for r in rates[n])})")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=2000, help="messages for the throughput run")
     parser.add_argument("-c", type=int, default=16, help="concurrent SMTP connections")
     parser.add_argument("--paced-seconds", type=float, default=10.0)
+    parser.add_argument("--readers", default="", metavar="N,N,...",
+                        help="only the intake throughput, once per count of reader processes ([reading] processes)")
+    parser.add_argument("--rounds", type=int, default=1, help="with --readers: rounds over the counts, interleaved")
     args = parser.parse_args()
     private, public = keypair()
     zone = [(f"s1._domainkey.{DOMAIN}", "TXT", f"v=DKIM1; k=rsa; p={public}"),
@@ -173,6 +182,8 @@ def main() -> int:
             (f"_dmarc.{DOMAIN}", "TXT", "v=DMARC1; p=reject; adkim=r; aspf=r")]
     print(f"preparing {args.n} DKIM-signed messages (rsa-sha256, 2048 bits)...", flush=True)
     bulk = signed_messages(args.n, private, "bulk")
+    if args.readers:
+        return by_readers(zone, bulk, [int(v) for v in args.readers.split(",")], args.c, args.rounds)
     # The second run sends the same bulk messages again; Message-IDs only need to be unique per run.
     paced_count = 2 * int(100 * args.paced_seconds)
     paced = signed_messages(paced_count, private, "paced")
