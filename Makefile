@@ -36,5 +36,10 @@ test: lint $(SPF_SUITE)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+# The appliance next to Debian's Postfix and Postfix+OpenDKIM (installs them when missing; needs root).
+.PHONY: bench-peer
+bench-peer: $(STAMP)
+	PYTHON=$(abspath $(BIN))/python sh bench/peer.sh
+
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
