@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import duckdb
-import msgspec
 
 log = logging.getLogger("appliance")
 
@@ -142,6 +141,8 @@ SCHEMA = [
         last_error VARCHAR,
         payload VARCHAR NOT NULL
     )""",
+    # the writer appends jobs without naming seq (appliance.database.Batch): the sequence fills it
+    "ALTER TABLE deliveries ALTER COLUMN seq SET DEFAULT nextval('delivery_seq')",
     """CREATE TABLE IF NOT EXISTS delivery_attempts (
         delivery_id VARCHAR NOT NULL,
         attempt INTEGER NOT NULL,
@@ -310,15 +311,15 @@ class NextVal:
 class Batch:
     """The open transaction of one group commit, as each job in it sees it.
 
-    DuckDB answers any single statement in a few hundred microseconds, so the
-    hot path does not run statements per message: ``insert`` buffers rows and
-    ``flush`` writes each table's rows in one multi-row INSERT. Reading
-    ``con`` flushes first, so statements always see the rows queued before them.
-    ``memo`` holds the writer's caches across batches; it is emptied on rollback.
+    DuckDB answers any single statement in a few hundred microseconds, and the
+    first rows a transaction writes to a table cost it about a millisecond
+    whatever their number, so the hot path does not run statements per
+    message: ``insert`` buffers rows and ``flush`` writes each table's rows
+    through one appender (kept across batches), ``execute`` runs a statement
+    the batch itself watches. Reading ``con`` flushes first, so statements
+    always see the rows queued before them. ``memo`` holds the writer's caches
+    across batches; it is emptied on rollback.
     """
-
-    max_rows = 400
-    """Rows per INSERT statement."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, memo: dict[str, Any]) -> None:
         self._con = con
@@ -327,58 +328,81 @@ class Batch:
         self._before_commit: dict[str, Callable[[Batch], None]] = {}
         self.scratch: dict[str, Any] = {}
         """Per-batch state of the jobs in it (e.g. updates to apply together before COMMIT)."""
+        self.exposed = False
+        """Whether the connection was handed out: a statement run on it may have failed unseen."""
+        self.failed: BaseException | None = None
+        """The first statement the batch ran that failed (the transaction is aborted then)."""
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
         """The connection, with every buffered row written."""
         self.flush()
+        self.exposed = True
         return self._con
 
     def insert(self, table: str, columns: tuple[str, ...], row: Sequence[object]) -> None:
         """Queue one row; it is written before the next ``con`` use or the commit."""
         self._rows.setdefault((table, columns), []).append(row)
 
+    def execute(self, sql: str, parameters: Sequence[object] | None = None) -> duckdb.DuckDBPyConnection:
+        """Run one statement after the buffered rows; its failure fails the batch even if the caller catches it."""
+        self.flush()
+        try:
+            return self._con.execute(sql, parameters)
+        except BaseException as exc:
+            self.failed = self.failed or exc
+            raise
+
     def before_commit(self, key: str, hook: Callable[[Batch], None]) -> None:
         """Run ``hook`` once, after the last job of this batch and before COMMIT."""
         self._before_commit.setdefault(key, hook)
 
     def flush(self) -> None:
-        """Write the buffered rows: one statement per table, the rows passed as one JSON document.
-
-        DuckDB binds each ``?`` parameter at a cost of microseconds; a wide row
-        has dozens, so the rows travel as a single JSON parameter that DuckDB
-        unpacks in C++ (``from_json``), several times faster for a batch.
-        """
+        """Write the buffered rows: each table's through its appender, one statement for all of its rows."""
         rows, self._rows = self._rows, {}
         for (table, columns), pending in rows.items():
-            sql, sequenced = self._insert_sql(table, columns, pending[0])
-            for start in range(0, len(pending), self.max_rows):
-                chunk = pending[start:start + self.max_rows]
-                document = [{f"c{i}": v for i, v in enumerate(row) if i not in sequenced} for row in chunk]
-                self._con.execute(sql, [_JSON.encode(document).decode()])
+            try:
+                self._append(table, columns, pending)
+            except BaseException as exc:
+                self.failed = self.failed or exc
+                raise
 
-    def _insert_sql(self, table: str, columns: tuple[str, ...], sample: Sequence[object]) -> tuple[str, set[int]]:
-        key = f"db.insert:{table}:{','.join(columns)}"
-        cached: tuple[str, set[int]] | None = self.memo.get(key)
-        if cached is not None:
-            return cached
-        types = dict(self._con.execute(
-            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?", [table]).fetchall())
-        sequenced = {i for i, v in enumerate(sample) if isinstance(v, NextVal)}
-        fields, select = [], []
-        for i, column in enumerate(columns):
-            value = sample[i]
-            if isinstance(value, NextVal):
-                select.append(f"nextval('{value.sequence}')")
-                continue
-            blob = types[column] == "BLOB"
-            fields.append(f'"c{i}": "{"VARCHAR" if blob else types[column]}"')
-            select.append(f"from_base64(r.c{i})" if blob else f"r.c{i}")  # JSON carries bytes as base64
-        # Each row is a JSON object {"c<i>": value}; from_json casts each to its column's type.
-        sql = (f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(select)} FROM "
-               f"(SELECT unnest(from_json(?::JSON, '[{{{', '.join(fields)}}}]')) AS r)")
-        self.memo[key] = (sql, sequenced)
-        return sql, sequenced
+    def _append(self, table: str, columns: tuple[str, ...], pending: list[Sequence[object]]) -> None:
+        sequenced = tuple(i for i, v in enumerate(pending[0]) if isinstance(v, NextVal))
+        appender, keep, drawn = self._appender(table, columns, pending[0], sequenced)
+        if drawn:  # sequence columns without the sequence as their default: draw the values first
+            for i in drawn:
+                sequence = cast(NextVal, pending[0][i]).sequence
+                values = [r[0] for r in self._con.execute(
+                    f"SELECT nextval('{sequence}') FROM range(?)", [len(pending)]).fetchall()]
+                pending = [(*row[:i], value, *row[i + 1:]) for row, value in zip(pending, values, strict=True)]
+        appender.append_rows(pending if keep is None else [[row[i] for i in keep] for row in pending])
+        # A result left unread (a fetchone() of a streaming SELECT) would refuse the flush; a
+        # new statement would have dropped it too.
+        self._con.complete()
+        appender.flush()
+
+    def _appender(self, table: str, columns: tuple[str, ...], sample: Sequence[object],
+                  sequenced: tuple[int, ...]) -> tuple[Any, list[int] | None, tuple[int, ...]]:
+        """The table's appender for these columns (created once per connection and kept in ``memo``).
+
+        A ``NextVal`` column whose default is that very sequence is left out, DuckDB filling it
+        row by row; any other is drawn from the sequence before the rows are appended.
+        """
+        key = f"db.appender:{table}:{','.join(columns)}:{sequenced}"
+        cached = self.memo.get(key)
+        if cached is not None and cached[0] is self._con:
+            return cast(tuple[Any, list[int] | None, tuple[int, ...]], cached[1:])
+        defaults = dict(self._con.execute(
+            "SELECT column_name, column_default FROM information_schema.columns WHERE table_name = ?",
+            [table]).fetchall()) if sequenced else {}
+        omitted = {i for i in sequenced if _is_nextval(defaults.get(columns[i]), cast(NextVal, sample[i]).sequence)}
+        drawn = tuple(i for i in sequenced if i not in omitted)
+        keep = [i for i in range(len(columns)) if i not in omitted] if omitted else None
+        appender = self._con.appender(table, columns=[columns[i] for i in (keep if keep is not None else
+                                                                             range(len(columns)))])
+        self.memo[key] = (self._con, appender, keep, drawn)
+        return appender, keep, drawn
 
     def finish(self) -> None:
         while self._before_commit:
@@ -386,6 +410,11 @@ class Batch:
             for hook in hooks.values():
                 hook(self)
         self.flush()
+
+
+def _is_nextval(default: object, sequence: str) -> bool:
+    """Whether a column default (as information_schema spells it) is ``nextval('sequence')``."""
+    return isinstance(default, str) and re.sub(r'[\s"]', "", default).lower() == f"nextval('{sequence.lower()}')"
 
 
 class _Job:
@@ -398,7 +427,6 @@ class _Job:
 
 
 _STOP = object()
-_JSON = msgspec.json.Encoder()
 
 
 class Database:
@@ -406,6 +434,11 @@ class Database:
 
     max_batch = 256
     """Jobs committed together at most."""
+    checkpoint_threshold = "64MB"
+    """WAL size at which DuckDB checkpoints (its default is 16 MB). A checkpoint rewrites each table's
+    last row group whole, raw message bytes included, so it costs about the table's newest rows,
+    not what the WAL holds: fewer of them is what makes large messages cheaper (bench/writer.py).
+    A crash replays at most this much WAL on the next start."""
 
     def __init__(self, path: Path) -> None:
         """Open (or create) the file; ``DatabaseUnavailable`` (locked, damaged, other) says why it would not.
@@ -423,6 +456,7 @@ class Database:
         except duckdb.Error as exc:
             raise open_error(path, exc) from None  # the message is the whole story: no chained traceback
         try:
+            self._con.execute(f"SET checkpoint_threshold = '{self.checkpoint_threshold}'")
             for ddl in SCHEMA:
                 self._con.execute(ddl)
         except duckdb.Error as exc:
@@ -493,6 +527,7 @@ class Database:
         self._thread.join()
         if already:
             return
+        self._memo.clear()  # the writer's appenders go before their connection
         with contextlib.suppress(duckdb.Error):
             self._con.execute("CHECKPOINT")
         self._con.close()
@@ -528,8 +563,12 @@ class Database:
             batch.finish()
             # DuckDB's COMMIT of a transaction that a failed statement aborted rolls it back
             # silently; a job that caught its own error would get every caller of the batch told
-            # "committed". Any statement raises in an aborted transaction: ask before committing.
-            con.execute("SELECT 1")
+            # "committed". The statements the batch ran itself say so; if the connection was
+            # handed out, any statement raises in an aborted transaction: ask before committing.
+            if batch.failed is not None:
+                raise batch.failed
+            if batch.exposed:  # every unbatched job was handed the connection
+                con.execute("SELECT 1")
             con.execute("COMMIT")
             self.commits += 1
         except Exception as exc:  # one bad job must not fail its neighbours: retry each alone

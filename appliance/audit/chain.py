@@ -84,28 +84,49 @@ def row_hash(prev_hash: str, values: tuple[object, ...]) -> str:
 class _Heads:
     """The writer's view of every chain's head (kept across batches, dropped on rollback)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self.hashes = dict(con.execute("SELECT agent, hash FROM chain_head").fetchall())
-        top = con.execute("SELECT max(seq) FROM (SELECT seq FROM decisions UNION ALL "
-                          "SELECT through_seq FROM audit_checkpoints UNION ALL SELECT seq FROM chain_head)").fetchone()
+    def __init__(self, batch: Batch) -> None:
+        self.hashes = dict(batch.execute("SELECT agent, hash FROM chain_head").fetchall())
+        self.stored = set(self.hashes)
+        """Agents whose head row exists (updated in place; a new chain's head is inserted)."""
+        top = batch.execute("SELECT max(seq) FROM (SELECT seq FROM decisions UNION ALL SELECT through_seq FROM "
+                            "audit_checkpoints UNION ALL SELECT seq FROM chain_head)").fetchone()
         self.next_seq = int(top[0]) + 1 if top and top[0] is not None else 1
         self.moved: dict[str, int] = {}
 
     def save(self, batch: Batch) -> None:
-        """Write the heads that moved in this batch (once per agent, not once per row)."""
-        if self.moved:
-            batch.con.execute(f"DELETE FROM chain_head WHERE agent IN ({', '.join('?' for _ in self.moved)})",
-                              list(self.moved))
-        for agent, seq in self.moved.items():
-            batch.insert("chain_head", ("agent", "seq", "hash"), (agent, seq, self.hashes[agent]))
-        self.moved = {}
+        """Write the heads that moved in this batch (once per agent, not once per row).
+
+        A head row is updated in place, all of them in one statement. If fewer rows than
+        expected were updated (a head row removed behind the writer's back), those heads are
+        written anew, as they were before updates in place: one row per agent, at its newest seq.
+        """
+        moved, self.moved = self.moved, {}
+        known = [(agent, seq, self.hashes[agent]) for agent, seq in moved.items() if agent in self.stored]
+        if known:
+            if len(known) == 1:
+                found = batch.execute("UPDATE chain_head SET seq = ?, hash = ? WHERE agent = ?",
+                                      [known[0][1], known[0][2], known[0][0]]).fetchone()
+            else:
+                found = batch.execute(
+                    "UPDATE chain_head SET seq = v.seq, hash = v.hash FROM (VALUES "
+                    + ", ".join("(?, ?, ?)" for _ in known)
+                    + ") AS v(agent, seq, hash) WHERE chain_head.agent = v.agent",
+                    [value for head in known for value in head]).fetchone()
+            if found is None or int(found[0]) != len(known):
+                batch.execute(f"DELETE FROM chain_head WHERE agent IN ({', '.join('?' for _ in known)})",
+                              [agent for agent, _, _ in known])
+                self.stored.difference_update(agent for agent, _, _ in known)
+        for agent, seq in moved.items():
+            if agent not in self.stored:
+                batch.insert("chain_head", ("agent", "seq", "hash"), (agent, seq, self.hashes[agent]))
+                self.stored.add(agent)
 
 
 def append_decision(batch: Batch, record: DecisionRecord) -> int:
     """Append ``record`` to its agent's chain in the writer's open batch; return its seq."""
     heads: _Heads | None = batch.memo.get(_MEMO)
     if heads is None:
-        heads = batch.memo[_MEMO] = _Heads(batch.con)
+        heads = batch.memo[_MEMO] = _Heads(batch)
     prev = heads.hashes.get(record.agent, GENESIS)
     values = tuple(getattr(record, c) for c in _COLUMNS)
     digest = row_hash(prev, values)

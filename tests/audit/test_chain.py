@@ -137,3 +137,31 @@ def test_columns_added_later_are_chained_and_older_rows_still_verify(db: Databas
         "SELECT detail FROM decisions WHERE decision_id = 'd0001'").fetchone()) == ("bare CR at byte 12",)
     db.write_sync(lambda con: con.execute("UPDATE decisions SET detail = 'nothing' WHERE decision_id = 'd0001'"))
     assert db.read_sync(verify_chain).broken_decision_id == "d0001"
+
+
+def test_chain_heads_are_updated_in_place_one_row_per_agent(db: Database) -> None:
+    import asyncio
+
+    agents = [f"a{n}@example.test" for n in range(3)]
+
+    async def many() -> None:  # several agents' rows share commits: one UPDATE moves several heads
+        await asyncio.gather(*(db.write_batch(lambda b, i=i: append_decision(b, record(i, agent=agents[i % 3])))
+                               for i in range(60)))
+
+    asyncio.run(many())
+    db.write_batch_sync(lambda b: append_decision(b, record(60, agent=agents[0])))
+    assert db.commits < 61
+    heads = db.read_sync(lambda con: con.execute("SELECT agent, seq, hash FROM chain_head ORDER BY agent").fetchall())
+    newest = db.read_sync(lambda con: con.execute(
+        "SELECT agent, max(seq), arg_max(row_hash, seq) FROM decisions GROUP BY agent ORDER BY agent").fetchall())
+    assert heads == newest
+    assert db.read_sync(verify_chain).ok
+
+
+def test_a_head_row_removed_behind_the_writer_is_written_anew(db: Database) -> None:
+    for i in range(3):
+        db.write_batch_sync(lambda b, i=i: append_decision(b, record(i)))
+    db.write_sync(lambda con: con.execute("DELETE FROM chain_head"))  # the writer still believes it exists
+    db.write_batch_sync(lambda b: append_decision(b, record(3)))
+    assert db.read_sync(lambda con: con.execute("SELECT seq FROM chain_head").fetchall()) == [(4,)]
+    assert db.read_sync(verify_chain).ok
