@@ -30,6 +30,7 @@ from litestar.response import Response
 from appliance.api import ROUTES
 from appliance.api.blobs import blob_router
 from appliance.api.hook import mta_hook
+from appliance.api.jmap import jmap_router
 from appliance.api.outbound import outbound_router
 from appliance.api.schema import openapi_config
 from appliance.api.tools import tools_router
@@ -104,7 +105,7 @@ def create_app(config: ApplianceConfig, runtime: Runtime | None = None) -> Lites
     # The hook's limit depends on the configuration: its own router carries it (the closest layer wins).
     hook = Router(path="/", route_handlers=[mta_hook], request_max_body_size=hook_body_limit(config))
     return Litestar(
-        route_handlers=[healthz, *(r for r in ROUTES if r is not mta_hook), hook,
+        route_handlers=[healthz, *(r for r in ROUTES if r is not mta_hook), hook, jmap_router(config),
                         # the send half: each with its body limit, its {"error", "detail"} errors, its services
                         outbound_router(config), blob_router(config), tools_router()],
         lifespan=[lifespan],
