@@ -26,7 +26,6 @@ import bisect
 import threading
 from collections import Counter, OrderedDict
 from datetime import datetime
-from typing import NamedTuple
 
 import duckdb
 import msgspec
@@ -41,7 +40,10 @@ ROW_CACHE = 20_000
 Key = tuple[datetime, str]
 
 
-class _Entry(NamedTuple):
+class _Entry(msgspec.Struct, frozen=True, gc=False):
+    """One Email in the list index (not tracked by the garbage collector: 100,000 of them would make every
+    full collection of the process a pause of their size; they hold no cycles)."""
+
     key: Key
     thread_id: str
     mailbox_ids: frozenset[str]

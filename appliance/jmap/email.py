@@ -490,7 +490,7 @@ def _email_set(batch: Batch, agent: str, args: SetArgs, created_ids: dict[str, s
     updates: dict[str, tuple[list[str], list[str]]] = {}
     wanted = [resolve(i) or i for i in (args.update or {})]
     rows = local.email_rows(con, agent, wanted) if wanted else {}
-    current = {i: (r.mailbox_ids, r.keywords) for i, r in rows.items()}
+    current = {i: (list(r.mailbox_ids), list(r.keywords)) for i, r in rows.items()}
     for raw_id, patch in (args.update or {}).items():
         email_id = resolve(raw_id) or raw_id
         if email_id not in current:

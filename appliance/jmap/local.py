@@ -165,12 +165,15 @@ def mailbox_counts(con: duckdb.DuckDBPyConnection, agent: str) -> dict[str, tupl
 # -- emails ----------------------------------------------------------------------------------------
 
 
-class EmailRow(msgspec.Struct, kw_only=True):
+class EmailRow(msgspec.Struct, kw_only=True, gc=False):
+    """An index row as Email/get reads it (not tracked by the garbage collector: the list index keeps
+    thousands, and it holds nothing that could form a cycle)."""
+
     email_id: str
     source: str
     thread_id: str
-    mailbox_ids: list[str]
-    keywords: list[str]
+    mailbox_ids: tuple[str, ...]
+    keywords: tuple[str, ...]
     received_at: datetime
     size: int
     has_attachment: bool
@@ -188,7 +191,7 @@ _ROW = ("email_id, source, thread_id, mailbox_ids, keywords, received_at, size, 
 
 
 def _email_row(r: tuple[Any, ...]) -> EmailRow:
-    return EmailRow(email_id=r[0], source=r[1], thread_id=r[2], mailbox_ids=list(r[3]), keywords=list(r[4]),
+    return EmailRow(email_id=r[0], source=r[1], thread_id=r[2], mailbox_ids=tuple(r[3]), keywords=tuple(r[4]),
                     received_at=r[5], size=int(r[6]), has_attachment=bool(r[7]), preview=r[8], decision_id=r[9],
                     summary_json=r[10])
 

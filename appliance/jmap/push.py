@@ -89,7 +89,8 @@ class PushHub:
         self.seq: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._pruned = 0.0
+        self._pruned = time.monotonic()
+        """Retention runs an hour after start, then hourly (not while the first requests are answered)."""
 
     def start(self) -> None:
         if self._task is None or self._task.done():
