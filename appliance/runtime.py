@@ -24,21 +24,21 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from appliance.audit import apply_retention, record_event
 from appliance.config import ApplianceConfig
-from appliance.counters import PersistentLimits
-from appliance.database import Database, private_file, utc
 from appliance.delivery.dispatcher import Dispatcher, start_dispatcher
 from appliance.delivery.tokens import load_token_key
-from appliance.intake.readers import ReaderPool
-from appliance.intake.reception import Reception
+from appliance.inbound.readers import ReaderPool
+from appliance.inbound.reception import Reception
 from appliance.mail import ReadingLimits
 from appliance.mailauth import DnsResolver, OfflineResolver
 from appliance.outbound.service import Outbox, appliance_secrets
 from appliance.outbound.worker import OutboundWorker, start_outbound
 from appliance.policy.book import PolicyBook, PolicyChange
+from appliance.store.database import Database, private_file, utc
+from appliance.store.limits import PersistentLimits
 from appliance.tools import Tools
 
 if TYPE_CHECKING:
-    from appliance.intake.smtp import SmtpServer
+    from appliance.inbound.smtp import SmtpServer
 
 log = logging.getLogger("appliance")
 
@@ -102,7 +102,7 @@ class Runtime:
         self.reception.on_committed = lambda _: self.wake_dispatcher()
         self._start_scheduler()
         if config.mode == "sandbox":
-            from appliance.intake.smtp import start_smtp_server
+            from appliance.inbound.smtp import start_smtp_server
 
             self.smtp_server = await start_smtp_server(config.smtp, self.reception, hostname=config.hostname)
             self._stop_hooks.append(self.smtp_server.stop)

@@ -37,9 +37,9 @@ import uvicorn
 
 from appliance.app import create_app
 from appliance.config import ApplianceConfig
-from appliance.database import Batch, utc
 from appliance.jmap.local import account_id
-from appliance.store import StoredMessage, save_message
+from appliance.store.database import Batch, utc
+from appliance.store.messages import StoredMessage, save_message
 
 AGENT = "agent@bench.example"
 KEY = "bench-agent-key"
@@ -64,7 +64,7 @@ def raw_message(i: int, rng: random.Random) -> bytes:
 
 def seed(config: ApplianceConfig, count: int) -> None:
     """``count`` stored messages, inserted in batches as the intake's group commit does."""
-    from appliance.database import Database
+    from appliance.store.database import Database
 
     db = Database(config.data_path / "appliance.duckdb")
     rng = random.Random(7)

@@ -32,12 +32,12 @@ sys.path.sort(key=lambda entry: Path(entry or ".").resolve() == Path(__file__).r
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from appliance.audit import DecisionRecord, append_decision
-from appliance.counters import PersistentLimits
-from appliance.database import Batch, Database, _Job, utc
 from appliance.delivery.jobs import enqueue
 from appliance.gate.decision import LimitCharge
 from appliance.sdk import Auth, MessageData
-from appliance.store import INBOX, StoredMessage, save_message
+from appliance.store.database import Batch, Database, _Job, utc
+from appliance.store.limits import PersistentLimits
+from appliance.store.messages import INBOX, StoredMessage, save_message
 
 _WORDS = re.compile(r"\s*(\w+)(?:\s+(?:INTO|FROM|TABLE)?\s*(\w+))?", re.IGNORECASE)
 

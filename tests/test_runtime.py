@@ -15,9 +15,9 @@ import pytest
 
 from appliance.audit import record_event
 from appliance.config import ApplianceConfig
-from appliance.database import Database, utc
 from appliance.gate import Envelope
 from appliance.runtime import Runtime
+from appliance.store.database import Database, utc
 from tests.conftest import AGENT, POLICY
 from tests.delivery.receiver import free_port
 

@@ -22,7 +22,7 @@ from appliance.api.auth import require_agent
 from appliance.errors import ApplianceError
 from appliance.mail import attachment_part, parse_tree, read_message
 from appliance.runtime import Runtime
-from appliance.store import INBOX, StoredMessage, get_message
+from appliance.store.messages import INBOX, StoredMessage, get_message
 
 _SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._ -]+")
 

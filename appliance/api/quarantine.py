@@ -11,10 +11,10 @@ from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from appliance import quarantine
 from appliance.api.auth import admin_guard
+from appliance.inbound import quarantine
 from appliance.runtime import Runtime
-from appliance.store import MessageSummary
+from appliance.store.messages import MessageSummary
 
 Limit = Annotated[int, QueryParameter(ge=1, le=1000)]
 """How many rows a page holds: 1 to 1000 (anything else is a 400, not a database error)."""

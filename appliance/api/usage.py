@@ -15,10 +15,10 @@ from litestar.exceptions import NotFoundException
 from litestar.params import JSONBody
 
 from appliance.api.auth import agent_guard, require_agent
-from appliance.counters import PersistentLimits
 from appliance.gate.limits import day_key, thread_key
 from appliance.gate.sender import rule_key
 from appliance.runtime import Runtime
+from appliance.store.limits import PersistentLimits
 
 
 class UsageReport(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

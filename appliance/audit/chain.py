@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 import duckdb
 import msgspec
 
-from appliance.database import Batch, utc
+from appliance.store.database import Batch, utc
 
 GENESIS = "0" * 64
 """The previous hash of an agent's first row."""
@@ -260,7 +260,7 @@ def _verify_stored_messages(con: duckdb.DuckDBPyConnection) -> None:
     """Every message in the store was let in by a decision. One stored after the agent's last
     retention run (which can only have removed decisions older than itself) whose decision is
     missing was removed from the chain, even when the rows after it and the head were rewritten."""
-    # inbox and quarantine: appliance.store's mailboxes of mail that passed the gate
+    # inbox and quarantine: appliance.store.messages's mailboxes of mail that passed the gate
     found = con.execute(
         "SELECT m.email_id, m.decision_id, m.agent FROM messages m WHERE m.mailbox IN ('inbox', 'quarantine') "
         "AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.decision_id = m.decision_id) "

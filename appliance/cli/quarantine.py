@@ -6,9 +6,9 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from appliance import quarantine
 from appliance.cli import backend
-from appliance.store import MessageSummary
+from appliance.inbound import quarantine
+from appliance.store.messages import MessageSummary
 
 
 def register(groups: Any) -> None:

@@ -30,7 +30,6 @@ import msgspec
 
 from appliance.audit import record_event
 from appliance.config import AgentConfig, ApplianceConfig
-from appliance.database import Batch, Database, utc
 from appliance.delivery.jobs import enqueue
 from appliance.delivery.notify import Broadcast
 from appliance.delivery.payload import DeliveryFailedData, EndpointDisabledData
@@ -38,6 +37,7 @@ from appliance.delivery.render import render_event
 from appliance.delivery.schedule import RetrySchedule, parse_retry_after
 from appliance.delivery.signing import load_secrets, webhook_headers
 from appliance.delivery.tokens import TokenIssuer, load_token_key
+from appliance.store.database import Batch, Database, utc
 
 log = logging.getLogger("appliance.delivery")
 

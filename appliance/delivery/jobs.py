@@ -28,8 +28,8 @@ import time
 import duckdb
 import msgspec
 
-from appliance.database import Batch, NextVal, utc
 from appliance.delivery.payload import EventData
+from appliance.store.database import Batch, NextVal, utc
 
 HIDDEN_STATUSES = ("held", "discarded")
 """Jobs the agent must not see (on the webhook or the stream)."""

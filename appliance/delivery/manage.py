@@ -37,7 +37,7 @@ import duckdb
 import msgspec
 
 from appliance.audit import record_event
-from appliance.database import utc
+from appliance.store.database import utc
 
 REPLAYABLE = ("dead", "failed")
 

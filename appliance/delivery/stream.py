@@ -20,11 +20,11 @@ from datetime import datetime
 
 import duckdb
 
-from appliance.database import Database
 from appliance.delivery.jobs import HIDDEN_STATUSES
 from appliance.delivery.notify import Broadcast
 from appliance.delivery.render import render_event
 from appliance.delivery.tokens import TokenIssuer
+from appliance.store.database import Database
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import msgspec
 
-from appliance.database import private_dir, private_file
+from appliance.store.database import private_dir, private_file
 
 TOKEN_KEY_ENV = "APPLIANCE_TOKEN_KEY"
 """Environment variable holding the signing key (base64, at least 32 bytes); else ``data_dir/token.key``."""

@@ -48,7 +48,7 @@ from typing import NamedTuple
 import duckdb
 import msgspec
 
-from appliance.database import Batch, utc
+from appliance.store.database import Batch, utc
 
 TYPES = ("Email", "Mailbox", "Thread", "EmailDelivery", "EmailSubmission")
 """The types whose changes are logged (Identity's state is derived from its content: ``identity``)."""

@@ -22,11 +22,11 @@ from typing import Any, TypeVar
 import duckdb
 import msgspec
 
-from appliance.database import Batch
 from appliance.jmap import changes, local
 from appliance.jmap.changes import AccountStates, CannotCalculate, ChangeSet
 from appliance.jmap.proto import CORE, MethodError, is_id
 from appliance.jmap.router import Call, method
+from appliance.store.database import Batch
 
 T = TypeVar("T")
 A = TypeVar("A", bound=msgspec.Struct)

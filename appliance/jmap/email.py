@@ -18,7 +18,6 @@ from typing import Any
 
 import duckdb
 
-from appliance.database import Batch
 from appliance.errors import ApplianceError
 from appliance.jmap import compose, local, mime
 from appliance.jmap.core import (
@@ -55,6 +54,7 @@ from appliance.jmap.proto import (
 from appliance.jmap.query import compile_query, query_changes, run_query, valid_keyword
 from appliance.jmap.router import Call, method
 from appliance.mail import ReadingLimits, read_message
+from appliance.store.database import Batch
 
 METADATA = ["id", "blobId", "threadId", "mailboxIds", "keywords", "size", "receivedAt"]
 CONVENIENCE = ["messageId", "inReplyTo", "references", "sender", "from", "to", "cc", "bcc", "replyTo", "subject",

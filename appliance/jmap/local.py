@@ -47,10 +47,10 @@ from typing import Any, TypeVar
 import duckdb
 import msgspec
 
-from appliance.database import Batch, utc
 from appliance.jmap import changes
 from appliance.jmap.changes import Change
 from appliance.jmap.mime import Summary, address_search, address_sort, parse_utc, subject_sort
+from appliance.store.database import Batch, utc
 
 T = TypeVar("T")
 
@@ -459,7 +459,7 @@ def set_email_state(con: duckdb.DuckDBPyConnection, agent: str,
 
 def delete_emails(con: duckdb.DuckDBPyConnection, agent: str, ids: list[str]) -> None:
     """Remove emails from the index and their bytes (the store's copy through the store's own function)."""
-    from appliance.store import delete_message
+    from appliance.store.messages import delete_message
 
     if not ids:
         return

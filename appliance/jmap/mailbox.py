@@ -15,7 +15,6 @@ from typing import Any
 
 import duckdb
 
-from appliance.database import Batch
 from appliance.jmap import changes, local
 from appliance.jmap.changes import Change
 from appliance.jmap.core import (
@@ -48,6 +47,7 @@ from appliance.jmap.proto import (
     is_id,
 )
 from appliance.jmap.router import Call, method
+from appliance.store.database import Batch
 
 MAX_DEPTH = 10
 MAX_NAME = 255

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from appliance.database import DatabaseClosed
 from appliance.jmap import changes
+from appliance.store.database import DatabaseClosed
 
 if TYPE_CHECKING:
     from appliance.jmap.service import JmapService

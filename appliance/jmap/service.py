@@ -29,11 +29,11 @@ import duckdb
 import msgspec
 
 from appliance.audit import record_event
-from appliance.database import Batch, Database, utc
 from appliance.jmap import changes, local
 from appliance.jmap.cache import AccountIndex
 from appliance.jmap.mime import summarize
 from appliance.jmap.proto import CoreLimits, MethodError
+from appliance.store.database import Batch, Database, utc
 
 if TYPE_CHECKING:
     from appliance.jmap.push import PushHub

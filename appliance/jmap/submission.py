@@ -28,7 +28,6 @@ from typing import Any
 import duckdb
 import msgspec
 
-from appliance.database import Batch, utc
 from appliance.jmap import changes, local, mime
 from appliance.jmap.changes import Change
 from appliance.jmap.core import (
@@ -62,6 +61,7 @@ from appliance.jmap.proto import (
 )
 from appliance.jmap.router import Call, method
 from appliance.mail import html_to_text
+from appliance.store.database import Batch, utc
 
 PROPERTIES = ["id", "identityId", "emailId", "threadId", "envelope", "sendAt", "undoStatus", "deliveryStatus",
               "dsnBlobIds", "mdnBlobIds"]

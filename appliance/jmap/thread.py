@@ -1,7 +1,7 @@
 """Thread/get and Thread/changes (RFC 8621 3): the emails of a conversation, oldest first.
 
 Threads are the store's: a message joins a thread only through a message
-exchanged with its own sender (``appliance.store``). Mail written through
+exchanged with its own sender (``appliance.store.messages``). Mail written through
 JMAP (drafts, imports) joins the thread of the message it replies to.
 """
 

@@ -130,7 +130,7 @@ def generate_key(selector: str, algorithm: Algorithm) -> SigningKey:
 def _private_dir(path: Path) -> None:
     """``data_dir/dkim/<domain>`` and ``data_dir/dkim`` made 0700 whatever the umask.
 
-    ``appliance.database.private_dir`` does the same for one directory, but mailauth imports no
+    ``appliance.store.database.private_dir`` does the same for one directory, but mailauth imports no
     database code (layout.md).
     """
     path.mkdir(mode=0o700, parents=True, exist_ok=True)

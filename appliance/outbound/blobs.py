@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 import duckdb
 import msgspec
 
-from appliance.database import Batch, utc
+from appliance.store.database import Batch, utc
 
 BLOB_TTL = 86_400.0
 """Seconds a blob stays attachable after its upload or its last use."""

@@ -36,8 +36,8 @@ import time
 import duckdb
 import msgspec
 
-from appliance.database import Batch
 from appliance.outbound.model import SendKind, SendRequest, SendResult
+from appliance.store.database import Batch
 
 IDEMPOTENCY_TTL = 86_400.0
 """Seconds a key is remembered after the send it answered."""

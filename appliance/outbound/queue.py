@@ -1,6 +1,6 @@
 """The durable send queue: written with the Sent copy, in the caller's transaction (same durability).
 
-Tables (``appliance.database`` SCHEMA):
+Tables (``appliance.store.outbound``):
 
 - ``outbound_messages``: the signed bytes, once per message, with what links
   DSNs and events back to it. The bytes are the queue's own copy, not a
@@ -53,13 +53,13 @@ import duckdb
 import msgspec
 
 from appliance.audit import record_event
-from appliance.database import Batch, utc
 from appliance.delivery import jobs
 from appliance.mail import ascii_domain
 from appliance.outbound.dsn import DsnRecipient, DsnReport
 from appliance.outbound.events import BouncedRecipient, BounceReason, MessageBouncedData, MessageSentData
 from appliance.outbound.model import Delivery, DeliveryOutcome, OutboundMessage, RecipientRefusal
 from appliance.outbound.retry import Plan
+from appliance.store.database import Batch, utc
 
 QUEUED, SENT, FAILED, BOUNCED = "queued", "sent", "failed", "bounced"
 SENT_MAILBOX = "sent"

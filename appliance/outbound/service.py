@@ -57,8 +57,6 @@ import msgspec
 
 from appliance.audit import DecisionRecord, append_decision
 from appliance.config import ApplianceConfig
-from appliance.counters import PersistentLimits
-from appliance.database import Batch, Database, utc
 from appliance.delivery.tokens import Claims, TokenIssuer
 from appliance.errors import ApplianceError
 from appliance.gate import LimitCharge, new_decision_id
@@ -84,7 +82,9 @@ from appliance.outbound.queue import enqueue
 from appliance.outbound.threading import reply_target
 from appliance.policy import MailPolicy
 from appliance.policy.book import PolicyBook
-from appliance.store import INBOX, StoredMessage, get_message, save_message
+from appliance.store.database import Batch, Database, utc
+from appliance.store.limits import PersistentLimits
+from appliance.store.messages import INBOX, StoredMessage, get_message, save_message
 
 log = logging.getLogger("appliance.outbound")
 

@@ -29,15 +29,15 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from appliance.config import ApplianceConfig
-from appliance.database import Batch, Database, DatabaseClosed
 from appliance.mailauth.dns import Resolver
 from appliance.outbound.model import DeliveryOutcome
 from appliance.outbound.queue import QueuedJob, claim_due, next_due, record_attempt, release_bytes
 from appliance.outbound.retry import Backoff, Plan, plan_after
 from appliance.outbound.transports import Transport, make_transport
+from appliance.store.database import Batch, Database, DatabaseClosed
 
 if TYPE_CHECKING:
-    from appliance.intake.reception import Reception
+    from appliance.inbound.reception import Reception
 
 log = logging.getLogger("appliance.outbound")
 

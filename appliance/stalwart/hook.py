@@ -13,7 +13,7 @@ import logging
 import re
 
 from appliance.gate import Decision, Envelope
-from appliance.intake.reception import Reception
+from appliance.inbound.reception import Reception
 from appliance.mail import is_forged
 from appliance.stalwart.proto import (
     AddHeader,

@@ -36,9 +36,9 @@ import msgspec
 
 from appliance.audit import record_event
 from appliance.config import ToolConfig
-from appliance.database import Database
 from appliance.delivery.tokens import Claims, TokenIssuer
 from appliance.outbound.service import Refused, verify_token
+from appliance.store.database import Database
 
 log = logging.getLogger("appliance.tools")
 

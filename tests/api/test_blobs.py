@@ -13,8 +13,8 @@ from litestar.testing import AsyncTestClient
 
 from appliance.app import create_app
 from appliance.config import ApplianceConfig
-from appliance.database import utc
 from appliance.outbound.blobs import BLOB_TTL, clean_content_type, clean_filename, expire_blobs
+from appliance.store.database import utc
 from tests.api.conftest import runtime_of
 from tests.api.test_send import MINE, THEIRS, Client, assert_error, mail, receive, reply, send_config
 from tests.api.test_send import send_env as send_env  # the fixture, for this module's tests

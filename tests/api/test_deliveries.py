@@ -7,8 +7,8 @@ import time
 import duckdb
 from litestar.testing import AsyncTestClient
 
-from appliance.database import utc
 from appliance.delivery.jobs import enqueue
+from appliance.store.database import utc
 from tests.api.conftest import ADMIN, AGENT_KEY, runtime_of
 from tests.conftest import AGENT
 from tests.delivery.conftest import message

@@ -5,7 +5,7 @@ import duckdb
 import pytest
 
 from appliance.audit import DecisionRecord, append_decision, apply_retention, verify_chain
-from appliance.database import Database, utc
+from appliance.store.database import Database, utc
 
 
 def record(i: int, *, agent: str = "agent@example.test", days_ago: float = 0) -> DecisionRecord:

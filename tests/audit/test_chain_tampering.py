@@ -14,7 +14,7 @@ import pytest
 
 from appliance.audit import VerifyReport, append_decision, apply_retention, verify_chain
 from appliance.cli import main
-from appliance.database import Database, utc
+from appliance.store.database import Database, utc
 from tests.audit.test_chain import record
 from tests.e2e.harness import write_config
 

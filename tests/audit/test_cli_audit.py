@@ -13,7 +13,7 @@ import pytest
 
 from appliance.audit import append_decision
 from appliance.cli import main
-from appliance.database import Database
+from appliance.store.database import Database
 from tests.audit.test_chain import record
 from tests.e2e.harness import ApplianceProcess, write_config
 

@@ -17,8 +17,8 @@ import pytest
 from appliance.audit import append_decision
 from appliance.audit import query as audit_query
 from appliance.audit.query import QueryResult, readonly_sql
-from appliance.database import Database, utc
 from appliance.errors import InputError
+from appliance.store.database import Database, utc
 from tests.audit.test_chain import record
 
 

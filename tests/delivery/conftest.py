@@ -14,13 +14,13 @@ import msgspec
 import pytest
 
 from appliance.config import ApplianceConfig
-from appliance.database import Database
 from appliance.delivery.dispatcher import Dispatcher
 from appliance.delivery.jobs import enqueue
 from appliance.delivery.payload import MessageData
 from appliance.delivery.schedule import RetrySchedule
 from appliance.delivery.tokens import TokenIssuer
 from appliance.sdk import Auth
+from appliance.store.database import Database
 from tests.conftest import AGENT
 
 SECRET = "whsec_" + base64.b64encode(b"first-secret-key-0123456789abcdef").decode()

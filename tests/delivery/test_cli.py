@@ -14,8 +14,8 @@ import pytest
 
 from appliance.cli import main
 from appliance.config import load_config
-from appliance.database import Database, utc
 from appliance.delivery.jobs import enqueue
+from appliance.store.database import Database, utc
 from tests.api.server import serve
 from tests.conftest import AGENT, POLICY
 from tests.delivery.conftest import message

@@ -12,10 +12,10 @@ from email.utils import formatdate
 from standardwebhooks.webhooks import Webhook
 
 from appliance.config import ApplianceConfig
-from appliance.database import Database
 from appliance.delivery.schedule import RetrySchedule
 from appliance.delivery.tokens import TokenIssuer
 from appliance.sdk import MessageReceived, verify_webhook
+from appliance.store.database import Database
 from tests.conftest import AGENT, OTHER_AGENT
 from tests.delivery.conftest import (
     OTHER_SECRET,

@@ -10,8 +10,8 @@ import msgspec
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from appliance import quarantine
 from appliance.config import ApplianceConfig
+from appliance.inbound import quarantine
 from appliance.runtime import Runtime
 from appliance.sdk import MessageQuarantined, MessageReceived, verify_webhook
 from tests.conftest import AGENT

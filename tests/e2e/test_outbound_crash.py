@@ -20,8 +20,8 @@ from pathlib import Path
 
 import duckdb
 
-from appliance.database import Database
 from appliance.outbound.queue import enqueue
+from appliance.store.database import Database
 from tests.outbound.conftest import outbound
 from tests.outbound.peer import Peer
 

@@ -14,9 +14,9 @@ from litestar.testing import AsyncTestClient
 
 from appliance.app import create_app
 from appliance.config import ApplianceConfig
-from appliance.database import Batch, utc
 from appliance.jmap.changes import prune, record_created
-from appliance.store import StoredMessage, save_message
+from appliance.store.database import Batch, utc
+from appliance.store.messages import StoredMessage, save_message
 from tests.conftest import AGENT
 from tests.jmap.conftest import ADMIN, call, deliver, jmap, jmap_config, message, runtime_of
 

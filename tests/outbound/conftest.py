@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import trustme
 
-from appliance.database import Database
 from appliance.outbound.model import Delivery, OutboundMessage
 from appliance.outbound.queue import enqueue
+from appliance.store.database import Database
 from tests.conftest import AGENT
 
 HOST = "mx.example.test"

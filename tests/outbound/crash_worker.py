@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 from appliance.config import OutboundConfig
-from appliance.database import Database
 from appliance.outbound.retry import Backoff
 from appliance.outbound.transports import SmarthostTransport
 from appliance.outbound.worker import OutboundWorker
+from appliance.store.database import Database
 
 
 async def main(path: Path, port: int) -> int:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from appliance.database import Database
 from appliance.outbound.dsn import parse_dsn
 from appliance.outbound.queue import bounce_from_dsn, link_bounce
-from appliance.store import StoredMessage, save_message
+from appliance.store.database import Database
+from appliance.store.messages import StoredMessage, save_message
 from tests.conftest import AGENT, OTHER_AGENT
 from tests.outbound.conftest import audit_of, events_of, outbound, queue
 

@@ -6,11 +6,11 @@ import asyncio
 from typing import Any
 
 from appliance.config import OutboundConfig
-from appliance.database import Database
 from appliance.outbound.model import Delivery, DeliveryOutcome
 from appliance.outbound.retry import Backoff
 from appliance.outbound.transports import SmarthostTransport
 from appliance.outbound.worker import OutboundWorker
+from appliance.store.database import Database
 from tests.outbound.conftest import HOST, audit_of, events_of, eventually, jobs_of, outbound, queue
 from tests.outbound.peer import Peer
 

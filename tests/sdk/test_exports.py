@@ -19,7 +19,7 @@ def test_the_sdk_imports_without_the_server_dependencies() -> None:
         "import sys\n"
         "import appliance.sdk\n"
         "heavy = {'litestar', 'duckdb', 'httpx', 'uvicorn', 'aiosmtpd', 'dkim', 'spf', 'dns', 'apscheduler', "
-        "'yaml', 'appliance.config', 'appliance.database'}\n"
+        "'yaml', 'appliance.config', 'appliance.store.database'}\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy)\n"
         "assert not loaded, loaded\n"
         "mine = sorted(m for m in sys.modules if m.startswith('appliance'))\n"

@@ -19,7 +19,7 @@ from litestar.testing import AsyncTestClient
 
 from appliance.app import create_app
 from appliance.config import ApplianceConfig
-from appliance.intake.reception import Received
+from appliance.inbound.reception import Received
 from appliance.runtime import Runtime
 from tests.conftest import AGENT, HOSTNAME, OTHER_AGENT
 from tests.dnsserver import DnsTestServer

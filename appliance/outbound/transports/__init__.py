@@ -23,7 +23,7 @@ from appliance.outbound.transports.direct import DirectTransport
 from appliance.outbound.transports.smarthost import SmarthostTransport
 
 if TYPE_CHECKING:
-    from appliance.intake.reception import Reception
+    from appliance.inbound.reception import Reception
 
 
 class Transport(Protocol):

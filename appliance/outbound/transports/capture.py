@@ -16,7 +16,7 @@ __all__ = ["CaptureTransport"]
 import logging
 
 from appliance.gate import Envelope
-from appliance.intake.reception import Reception
+from appliance.inbound.reception import Reception
 from appliance.outbound.model import Delivery, DeliveryOutcome, RecipientRefusal
 
 log = logging.getLogger("appliance.outbound")

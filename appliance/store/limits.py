@@ -7,13 +7,27 @@ at start-up (the last day of events, and lifetime totals per key).
 
 from __future__ import annotations
 
-__all__ = ["PersistentLimits"]
+__all__ = ["SCHEMA", "PersistentLimits"]
 
 import duckdb
 
-from appliance.database import Batch
 from appliance.gate.decision import LimitCharge
 from appliance.gate.limits import DAY, InMemoryLimits
+from appliance.store.database import Batch
+from appliance.store.schema import TableFamily
+
+SCHEMA = TableFamily(
+    owner=__name__,
+    tables=("limit_events",),
+    ddl=(
+        # limits: counted events and token charges (appliance.limits)
+        """CREATE TABLE IF NOT EXISTS limit_events (
+        key VARCHAR NOT NULL,
+        ts DOUBLE NOT NULL,
+        tokens BIGINT NOT NULL
+    )""",
+    ),
+)
 
 _COLUMNS = ("key", "ts", "tokens")
 

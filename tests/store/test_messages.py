@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance.database import Database, utc
 from appliance.mail import ParsedMessage, parse_message, thread_root
-from appliance.store import (
+from appliance.store.database import Database, utc
+from appliance.store.messages import (
     INBOX,
     QUARANTINE,
     StoredMessage,

@@ -15,6 +15,7 @@ from __future__ import annotations
 __all__ = [
     "INBOX",
     "QUARANTINE",
+    "SCHEMA",
     "MessageSummary",
     "StoredMessage",
     "delete_message",
@@ -35,8 +36,33 @@ from datetime import datetime, timedelta
 import duckdb
 import msgspec
 
-from appliance.database import Batch
 from appliance.mail import ParsedMessage, normalize_address, thread_root
+from appliance.store.database import Batch
+from appliance.store.schema import TableFamily
+
+SCHEMA = TableFamily(
+    owner=__name__,
+    tables=("messages",),
+    ddl=(
+        # store: accepted messages, raw bytes included (appliance.store.messages)
+        """CREATE TABLE IF NOT EXISTS messages (
+        email_id VARCHAR PRIMARY KEY,
+        agent VARCHAR NOT NULL,
+        mailbox VARCHAR NOT NULL,
+        thread_id VARCHAR NOT NULL,
+        message_id VARCHAR,
+        subject VARCHAR,
+        subject_key VARCHAR,
+        sender VARCHAR,
+        received_at TIMESTAMP NOT NULL,
+        decision_id VARCHAR NOT NULL,
+        keywords VARCHAR[],
+        size BIGINT NOT NULL,
+        raw BLOB NOT NULL
+    )""",
+        "CREATE INDEX IF NOT EXISTS messages_by_message_id ON messages (message_id)",
+    ),
+)
 
 INBOX = "inbox"
 QUARANTINE = "quarantine"

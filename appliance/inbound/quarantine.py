@@ -17,7 +17,7 @@ import msgspec
 
 from appliance.audit import record_event
 from appliance.delivery.jobs import release_held
-from appliance.store import (
+from appliance.store.messages import (
     INBOX,
     QUARANTINE,
     MessageSummary,

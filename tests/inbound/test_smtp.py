@@ -16,8 +16,8 @@ import pytest
 import trustme
 
 from appliance.config import SmtpConfig
-from appliance.intake.reception import Received
-from appliance.intake.smtp import SmtpServer, start_smtp_server
+from appliance.inbound.reception import Received
+from appliance.inbound.smtp import SmtpServer, start_smtp_server
 from appliance.runtime import Runtime
 from tests.conftest import AGENT, HOSTNAME, OTHER_AGENT
 
@@ -384,7 +384,7 @@ async def test_failure_inside_receive_is_a_451_never_a_250(
     monkeypatch.setattr(runtime.reception, "receive", broken)
     dialog = await dialogs(server.port)
     await dialog.command("EHLO client.example.net")
-    with caplog.at_level(logging.ERROR, logger="appliance.intake.smtp"):
+    with caplog.at_level(logging.ERROR, logger="appliance.inbound.smtp"):
         reply = await dialog.transaction("alice@example.net", [AGENT], message())
     assert reply == "451 4.3.0 Temporary failure, try again later"
     assert "disk on fire" in caplog.text
@@ -476,7 +476,7 @@ async def test_the_total_cap_counts_every_client(start_smtp: StartSmtp,
 
 
 def test_ipv6_clients_are_counted_by_their_64() -> None:
-    from appliance.intake.smtp import _client_group
+    from appliance.inbound.smtp import _client_group
 
     assert _client_group("2001:db8::1") == _client_group("2001:db8::ffff:1") == "2001:db8::/64"
     assert _client_group("2001:db8:0:1::1") != _client_group("2001:db8::1")
@@ -526,7 +526,7 @@ async def test_failed_accepts_are_logged_once_per_interval_not_each_time(
 ) -> None:
     await start_smtp()
     loop = asyncio.get_running_loop()
-    caplog.set_level(logging.ERROR, logger="appliance.intake.smtp")
+    caplog.set_level(logging.ERROR, logger="appliance.inbound.smtp")
     for _ in range(1000):  # what asyncio reports for each accept() that fails with EMFILE
         loop.call_exception_handler({"message": "socket.accept() out of system resource",
                                      "exception": OSError(24, "Too many open files")})

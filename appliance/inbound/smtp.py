@@ -25,10 +25,10 @@ from aiosmtpd.smtp import Session as SmtpSession
 
 from appliance.config import SmtpConfig, parse_hostport
 from appliance.gate import Envelope, reasons
-from appliance.intake.reception import Reception
+from appliance.inbound.reception import Reception
 from appliance.mail import Unreadable
 
-log = logging.getLogger("appliance.intake.smtp")
+log = logging.getLogger("appliance.inbound.smtp")
 
 TEMPFAIL = "451 4.3.0 Temporary failure, try again later"
 """The reply when a message could not be decided and recorded: the sender retries."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.intake.readers import InlineReader, ReaderPool
+from appliance.inbound.readers import InlineReader, ReaderPool
 from appliance.mail import ReadingLimits, read_message
 
 ORDINARY = (b"From: Boss <boss@acme.com>\r\nTo: agent@example.test\r\nSubject: Meeting\r\n"

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from appliance.database import (
+from appliance.store.database import (
     Batch,
     Database,
     DatabaseClosed,

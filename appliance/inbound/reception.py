@@ -20,13 +20,11 @@ from typing import TypeVar
 import msgspec
 
 from appliance.audit import DecisionRecord, append_decision
-from appliance.counters import PersistentLimits
-from appliance.database import Batch, Database, utc
 from appliance.delivery.jobs import enqueue
 from appliance.delivery.payload import EventData, message_data, quarantine_data
 from appliance.gate import Decision, Envelope, evaluate, gather, read_bytes
 from appliance.gate.inspection import Inspection
-from appliance.intake.readers import InlineReader, MessageReader
+from appliance.inbound.readers import InlineReader, MessageReader
 from appliance.mail import (
     MessageBytes,
     ParsedMessage,
@@ -41,9 +39,11 @@ from appliance.mailauth import Resolver
 from appliance.outbound.dsn import parse_dsn
 from appliance.outbound.queue import bounce_from_dsn
 from appliance.policy.book import PolicyBook
-from appliance.store import INBOX, QUARANTINE, StoredMessage, may_join_thread, resolve_thread, save_message
+from appliance.store.database import Batch, Database, utc
+from appliance.store.limits import PersistentLimits
+from appliance.store.messages import INBOX, QUARANTINE, StoredMessage, may_join_thread, resolve_thread, save_message
 
-log = logging.getLogger("appliance.intake")
+log = logging.getLogger("appliance.inbound")
 T = TypeVar("T")
 
 

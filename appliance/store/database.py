@@ -1,4 +1,4 @@
-"""The appliance's one DuckDB file: messages, decisions, deliveries and limits.
+"""The writer of the appliance's one DuckDB file (the tables are declared by their owners: ``registry``).
 
 One file so that a message, its audit row and its delivery job commit in one
 transaction. DuckDB lets one process write, so a running appliance owns it:
@@ -11,7 +11,6 @@ Reads run on their own cursors in worker threads.
 from __future__ import annotations
 
 __all__ = [
-    "SCHEMA",
     "Batch",
     "Database",
     "DatabaseClosed",
@@ -45,265 +44,6 @@ log = logging.getLogger("appliance")
 T = TypeVar("T")
 Work = Callable[[duckdb.DuckDBPyConnection], T]
 
-SCHEMA = [
-    # audit: one row per gate decision, hash-chained (appliance.audit)
-    """CREATE TABLE IF NOT EXISTS decisions (
-        seq BIGINT PRIMARY KEY,
-        decision_id VARCHAR NOT NULL UNIQUE,
-        ts TIMESTAMP NOT NULL,
-        agent VARCHAR NOT NULL,
-        client_ip VARCHAR,
-        helo VARCHAR,
-        mail_from VARCHAR,
-        rcpt_to VARCHAR[],
-        header_from VARCHAR,
-        message_id VARCHAR,
-        subject VARCHAR,
-        thread_id VARCHAR,
-        spf VARCHAR,
-        dkim VARCHAR,
-        dmarc VARCHAR,
-        rule INTEGER,
-        action VARCHAR NOT NULL,
-        reason VARCHAR,
-        capabilities VARCHAR[],
-        estimated_tokens INTEGER,
-        size BIGINT,
-        body_sha256 VARCHAR,
-        latency_ms DOUBLE,
-        intake VARCHAR,
-        prev_hash VARCHAR NOT NULL,
-        row_hash VARCHAR NOT NULL
-    )""",
-    # audit: the newest row's sequence number and hash, updated with every row
-    """CREATE TABLE IF NOT EXISTS chain_head (
-        agent VARCHAR NOT NULL,
-        seq BIGINT NOT NULL,
-        hash VARCHAR NOT NULL
-    )""",
-    # audit: what retention removed, so the chain still verifies (appliance.audit)
-    """CREATE TABLE IF NOT EXISTS audit_checkpoints (
-        agent VARCHAR NOT NULL,
-        ts TIMESTAMP NOT NULL,
-        through_seq BIGINT NOT NULL,
-        last_hash VARCHAR NOT NULL,
-        rows_removed BIGINT NOT NULL,
-        before_day DATE NOT NULL
-    )""",
-    # audit: everything that is not a decision (policy reloads, endpoint changes...)
-    """CREATE TABLE IF NOT EXISTS events (
-        ts TIMESTAMP NOT NULL,
-        type VARCHAR NOT NULL,
-        agent VARCHAR,
-        detail VARCHAR
-    )""",
-    # store: accepted messages, raw bytes included (appliance.store)
-    """CREATE TABLE IF NOT EXISTS messages (
-        email_id VARCHAR PRIMARY KEY,
-        agent VARCHAR NOT NULL,
-        mailbox VARCHAR NOT NULL,
-        thread_id VARCHAR NOT NULL,
-        message_id VARCHAR,
-        subject VARCHAR,
-        subject_key VARCHAR,
-        sender VARCHAR,
-        received_at TIMESTAMP NOT NULL,
-        decision_id VARCHAR NOT NULL,
-        keywords VARCHAR[],
-        size BIGINT NOT NULL,
-        raw BLOB NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS messages_by_message_id ON messages (message_id)",
-    # audit: columns added after the first release; row_hash leaves them out while they are NULL
-    "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS detail VARCHAR",
-    "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS token_id VARCHAR",
-    # limits: counted events and token charges (appliance.limits)
-    """CREATE TABLE IF NOT EXISTS limit_events (
-        key VARCHAR NOT NULL,
-        ts DOUBLE NOT NULL,
-        tokens BIGINT NOT NULL
-    )""",
-    # delivery: one job per message per agent, at least once (appliance.delivery)
-    "CREATE SEQUENCE IF NOT EXISTS delivery_seq START 1",
-    """CREATE TABLE IF NOT EXISTS deliveries (
-        delivery_id VARCHAR PRIMARY KEY,
-        seq BIGINT NOT NULL,
-        agent VARCHAR NOT NULL,
-        event_type VARCHAR NOT NULL,
-        email_id VARCHAR,
-        decision_id VARCHAR,
-        created_at TIMESTAMP NOT NULL,
-        status VARCHAR NOT NULL,
-        attempts INTEGER NOT NULL,
-        round_start INTEGER NOT NULL DEFAULT 0,  -- attempts before the last replay
-        next_attempt_at DOUBLE,
-        last_status INTEGER,
-        last_error VARCHAR,
-        payload VARCHAR NOT NULL
-    )""",
-    # the writer appends jobs without naming seq (appliance.database.Batch): the sequence fills it
-    "ALTER TABLE deliveries ALTER COLUMN seq SET DEFAULT nextval('delivery_seq')",
-    """CREATE TABLE IF NOT EXISTS delivery_attempts (
-        delivery_id VARCHAR NOT NULL,
-        attempt INTEGER NOT NULL,
-        ts TIMESTAMP NOT NULL,
-        status INTEGER,
-        latency_ms DOUBLE,
-        error VARCHAR
-    )""",
-    """CREATE TABLE IF NOT EXISTS endpoints (
-        agent VARCHAR PRIMARY KEY,
-        disabled_at TIMESTAMP,
-        reason VARCHAR
-    )""",
-    # outbound: the send queue (appliance.outbound.queue). The signed bytes once per message (NULL once every
-    # job of it ended); one job per recipient domain; every attempt.
-    """CREATE TABLE IF NOT EXISTS outbound_messages (
-        email_id VARCHAR PRIMARY KEY,
-        agent VARCHAR NOT NULL,
-        thread_id VARCHAR NOT NULL,
-        message_id VARCHAR NOT NULL,
-        mail_from VARCHAR NOT NULL,
-        queued_at TIMESTAMP NOT NULL,
-        size BIGINT NOT NULL,
-        raw BLOB
-    )""",
-    """CREATE TABLE IF NOT EXISTS outbound_jobs (
-        job_id VARCHAR PRIMARY KEY,
-        email_id VARCHAR NOT NULL,
-        agent VARCHAR NOT NULL,
-        domain VARCHAR NOT NULL,
-        recipients VARCHAR[] NOT NULL,
-        status VARCHAR NOT NULL,         -- queued, sent, failed (5xx), bounced (retried for retry_for)
-        attempts INTEGER NOT NULL,
-        queued_at DOUBLE NOT NULL,       -- unix time the message was queued: retry_for counts from it
-        next_attempt_at DOUBLE,
-        last_code INTEGER,
-        last_detail VARCHAR,
-        peer VARCHAR,
-        finished_at DOUBLE
-    )""",
-    """CREATE TABLE IF NOT EXISTS outbound_attempts (
-        job_id VARCHAR NOT NULL,
-        attempt INTEGER NOT NULL,
-        ts TIMESTAMP NOT NULL,
-        status VARCHAR NOT NULL,         -- sent, retry, failed: what the transport reported
-        code INTEGER,
-        detail VARCHAR,
-        peer VARCHAR,
-        latency_ms DOUBLE
-    )""",
-    # outbound: attachments agents upload (appliance.outbound.blobs), gone 24 h after their last use;
-    # idempotency keys of sends (appliance.outbound.idempotency), each with its first answer, kept 24 h
-    """CREATE TABLE IF NOT EXISTS blobs (
-        blob_id VARCHAR PRIMARY KEY,
-        agent VARCHAR NOT NULL,
-        content_type VARCHAR NOT NULL,
-        filename VARCHAR,
-        size BIGINT NOT NULL,
-        sha256 VARCHAR NOT NULL,
-        created_at TIMESTAMP NOT NULL,
-        used_at TIMESTAMP NOT NULL,
-        data BLOB NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS idempotency_keys (
-        agent VARCHAR NOT NULL,
-        key VARCHAR NOT NULL,
-        request_sha256 VARCHAR NOT NULL,
-        email_id VARCHAR NOT NULL,
-        result VARCHAR NOT NULL,
-        created_at DOUBLE NOT NULL,
-        PRIMARY KEY (agent, key)
-    )""",
-    # jmap: the JMAP view of the agents' mail (appliance.jmap): per-account states and their change log,
-    # mail waiting to be indexed, mailboxes, the email index, mail written through JMAP, uploads, submissions
-    """CREATE TABLE IF NOT EXISTS jmap_accounts (
-        agent VARCHAR NOT NULL,
-        epoch VARCHAR NOT NULL,          -- part of every state string: a rebuilt database never reuses one
-        counter BIGINT NOT NULL          -- the account's last state number (all types share one counter)
-    )""",
-    """CREATE TABLE IF NOT EXISTS jmap_heads (
-        agent VARCHAR NOT NULL,
-        type VARCHAR NOT NULL,
-        state BIGINT NOT NULL,           -- the state number of the type's last change
-        floor BIGINT NOT NULL            -- changes since an older state are gone (retention)
-    )""",
-    "CREATE SEQUENCE IF NOT EXISTS jmap_log_seq START 1",
-    """CREATE TABLE IF NOT EXISTS jmap_changes (
-        seq BIGINT NOT NULL,             -- position in the whole log (push reads what is new)
-        agent VARCHAR NOT NULL,
-        type VARCHAR NOT NULL,
-        state BIGINT NOT NULL,
-        id VARCHAR NOT NULL,
-        kind VARCHAR NOT NULL,           -- created, updated, destroyed, counts (a Mailbox's counts only)
-        thread_id VARCHAR,               -- an Email's thread (queryChanges with collapseThreads)
-        ts TIMESTAMP NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS jmap_pending (
-        agent VARCHAR NOT NULL,
-        type VARCHAR NOT NULL,
-        id VARCHAR NOT NULL,
-        ts TIMESTAMP NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS jmap_mailboxes (
-        agent VARCHAR NOT NULL,
-        id VARCHAR NOT NULL,
-        name VARCHAR NOT NULL,
-        parent_id VARCHAR,
-        role VARCHAR,
-        sort_order BIGINT NOT NULL,
-        is_subscribed BOOLEAN NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS jmap_emails (
-        email_id VARCHAR PRIMARY KEY,
-        agent VARCHAR NOT NULL,
-        source VARCHAR NOT NULL,         -- store (raw in messages) or local (raw in jmap_local)
-        thread_id VARCHAR NOT NULL,
-        mailbox_ids VARCHAR[] NOT NULL,
-        keywords VARCHAR[] NOT NULL,
-        received_at TIMESTAMP NOT NULL,
-        sent_at TIMESTAMP,
-        size BIGINT NOT NULL,
-        message_id VARCHAR,
-        subject VARCHAR NOT NULL,
-        subject_sort VARCHAR NOT NULL,
-        from_sort VARCHAR NOT NULL,
-        to_sort VARCHAR NOT NULL,
-        has_attachment BOOLEAN NOT NULL,
-        preview VARCHAR NOT NULL,
-        decision_id VARCHAR,
-        summary VARCHAR NOT NULL,        -- JSON: header properties and the body structure (appliance.jmap.mime)
-        search_from VARCHAR NOT NULL,    -- lowercased, for filters
-        search_to VARCHAR NOT NULL,
-        search_cc VARCHAR NOT NULL,
-        search_bcc VARCHAR NOT NULL,
-        search_body VARCHAR NOT NULL,
-        header_text VARCHAR NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS jmap_local (
-        email_id VARCHAR PRIMARY KEY,
-        agent VARCHAR NOT NULL,
-        raw BLOB NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS jmap_blobs (
-        blob_id VARCHAR PRIMARY KEY,
-        agent VARCHAR NOT NULL,
-        type VARCHAR NOT NULL,
-        size BIGINT NOT NULL,
-        created_at TIMESTAMP NOT NULL,
-        data BLOB NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS jmap_submissions (
-        id VARCHAR PRIMARY KEY,
-        agent VARCHAR NOT NULL,
-        identity_id VARCHAR NOT NULL,
-        email_id VARCHAR NOT NULL,       -- the draft submitted
-        sent_email_id VARCHAR NOT NULL,  -- the Sent copy the outbox stored
-        thread_id VARCHAR NOT NULL,
-        send_at TIMESTAMP NOT NULL,
-        envelope VARCHAR NOT NULL        -- JSON
-    )""",
-]
 
 
 def utc(unix: float | None = None) -> datetime:
@@ -545,8 +285,12 @@ class Database:
             raise open_error(path, exc) from None  # the message is the whole story: no chained traceback
         try:
             self._con.execute(f"SET checkpoint_threshold = '{self.checkpoint_threshold}'")
-            for ddl in SCHEMA:
-                self._con.execute(ddl)
+            # imported here: the families' modules import this one (Batch, utc)
+            from appliance.store.registry import FAMILIES
+
+            for family in FAMILIES:
+                for ddl in family.ddl:
+                    self._con.execute(ddl)
         except duckdb.Error as exc:
             self._con.close()
             raise open_error(path, exc) from None

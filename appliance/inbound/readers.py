@@ -70,7 +70,7 @@ def _too_complex(detail: str) -> Inspection:
 
 
 class _Worker:
-    """One reader process (``python -m appliance.intake.readers``) and our ends of its pipes.
+    """One reader process (``python -m appliance.inbound.readers``) and our ends of its pipes.
 
     A plain subprocess rather than ``multiprocessing``: nothing of the parent (its
     ``__main__``, its DuckDB threads) is imported or forked into the reader.
@@ -139,7 +139,7 @@ class ReaderPool:
     def _spawn(self) -> _Worker:
         limits = msgspec.json.encode(self.limits).decode()
         process = subprocess.Popen(
-            [sys.executable, "-m", "appliance.intake.readers", limits, str(self.memory_mb or 0), str(os.getpid())],
+            [sys.executable, "-m", "appliance.inbound.readers", limits, str(self.memory_mb or 0), str(os.getpid())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         return _Worker(process)
 
@@ -259,5 +259,5 @@ def _die_with(parent: int) -> None:
         os._exit(0)
 
 
-if __name__ == "__main__":  # a reader process: python -m appliance.intake.readers LIMITS MEMORY_MB PARENT_PID
+if __name__ == "__main__":  # a reader process: python -m appliance.inbound.readers LIMITS MEMORY_MB PARENT_PID
     _serve(msgspec.json.decode(sys.argv[1], type=ReadingLimits), int(sys.argv[2]), int(sys.argv[3]))
