@@ -12,8 +12,9 @@ from typing import Any
 import msgspec
 
 from appliance.errors import InputError, MalformedMessage, Problem
-from appliance.gate import AuthSummary, Decision, Envelope, InMemoryLimits, SmtpReply, TraceStep, assess
+from appliance.gate import AuthSummary, Decision, Envelope, InMemoryLimits, TraceStep, assess
 from appliance.guards import scanned_parts
+from appliance.inbound.replies import SmtpReply, smtp_reply
 from appliance.mail import parse_message, read_for_gate
 from appliance.mailauth import DnsResolver
 from appliance.policy import MailPolicy, load_policy
@@ -107,7 +108,7 @@ def report(decision: Decision) -> ExplainReport:
     return ExplainReport(
         action=decision.action,
         reason=decision.reason,
-        smtp=decision.smtp,
+        smtp=smtp_reply(decision),
         capabilities=decision.capabilities,
         rule=decision.rule,
         auth=decision.auth,
@@ -125,5 +126,5 @@ def render(decision: Decision, envelope: Envelope) -> str:
         lines.append(f"{t.step:<{width}}  {t.outcome:<10} {t.detail}")
     caps = ", ".join(decision.capabilities) or "none"
     lines.append(f"=> {decision.action}" + (f" ({decision.reason})" if decision.reason else "")
-                 + f": {decision.smtp.line()}; capabilities: {caps}")
+                 + f": {smtp_reply(decision).line()}; capabilities: {caps}")
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 from appliance.gate import reasons
 from appliance.gate.assess import assess, gather, new_decision_id, read_bytes
-from appliance.gate.decision import AuthSummary, Decision, Envelope, LimitCharge, SmtpReply, TraceStep
+from appliance.gate.decision import AuthSummary, Decision, Envelope, LimitCharge, TraceStep
 from appliance.gate.evaluate import Facts, evaluate
 from appliance.gate.limits import InMemoryLimits, LimitCounter
 
@@ -14,7 +14,6 @@ __all__ = [
     "InMemoryLimits",
     "LimitCharge",
     "LimitCounter",
-    "SmtpReply",
     "TraceStep",
     "assess",
     "evaluate",

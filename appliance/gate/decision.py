@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AuthSummary", "Decision", "Envelope", "LimitCharge", "SmtpReply", "TraceStep"]
+__all__ = ["AuthSummary", "Decision", "Envelope", "LimitCharge", "TraceStep"]
 
 import msgspec
 
@@ -18,17 +18,6 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     mail_from: str
     """MAIL FROM's address; empty for the null sender ``<>``."""
     rcpt_to: list[str]
-
-
-class SmtpReply(msgspec.Struct, frozen=True, kw_only=True):
-    """The reply the sending server gets (RFC 5321 code, RFC 3463 enhanced code)."""
-
-    code: int
-    enhanced: str
-    text: str
-
-    def line(self) -> str:
-        return f"{self.code} {self.enhanced} {self.text}"
 
 
 class TraceStep(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,7 +51,6 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     agent: str
     action: Action
     reason: str | None
-    smtp: SmtpReply
     capabilities: list[str]
     rule: int | None
     """0-based index of the matched entry in ``senders``; None when none matched."""

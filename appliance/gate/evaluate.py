@@ -12,7 +12,7 @@ __all__ = ["Facts", "Unreadable", "evaluate"]
 import msgspec
 
 from appliance.gate import reasons
-from appliance.gate.decision import AuthSummary, Decision, Envelope, LimitCharge, SmtpReply, TraceStep
+from appliance.gate.decision import AuthSummary, Decision, Envelope, LimitCharge, TraceStep
 from appliance.gate.limits import DAY, HOUR, MINUTE, LimitCounter, day_key, rate_key, thread_key
 from appliance.gate.loop import automatic_mail_reason
 from appliance.gate.sender import match_sender, rule_key
@@ -46,28 +46,6 @@ class Facts(msgspec.Struct, frozen=True, kw_only=True):
     auth: AuthResults | None
     thread_id: str
     now: float
-
-
-_ACCEPTED = SmtpReply(code=250, enhanced="2.0.0", text="Message accepted")
-_REPLIES: dict[str, SmtpReply] = {
-    reason: SmtpReply(code=code, enhanced=enhanced, text=text)
-    for reason, code, enhanced, text in [
-        (reasons.SENDER_NOT_ALLOWED, 550, "5.7.1", "Sender is not allowed to reach this agent"),
-        (reasons.DKIM_REQUIRED, 550, "5.7.1", "A DKIM signature aligned with the From domain is required"),
-        (reasons.SPF_REQUIRED, 550, "5.7.1", "SPF must pass for an envelope domain aligned with the From domain"),
-        (reasons.DMARC_REQUIRED, 550, "5.7.1", "DMARC must pass for the From domain"),
-        (reasons.MALFORMED_MESSAGE, 550, "5.6.0", "Malformed message"),
-        (reasons.MESSAGE_TOO_LARGE, 552, "5.3.4", "Message too big for this agent"),  # RFC 1870
-        (reasons.MESSAGE_TOO_COMPLEX, 550, "5.6.0", "Message too complex to read"),
-        (reasons.RATE_LIMITED, 451, "4.7.1", "Rate limit exceeded, try again later"),
-        (reasons.TOKEN_BUDGET_EXHAUSTED, 550, "5.7.1", "Token budget exhausted"),
-        (reasons.DNS_TEMPORARY_FAILURE, 451, "4.4.3", "Temporary DNS failure, try again later"),  # RFC 3463
-    ]
-}
-_BY_ACTION: dict[Action, SmtpReply] = {
-    "bounce": SmtpReply(code=550, enhanced="5.7.1", text="Message rejected by policy"),
-    "tempfail": SmtpReply(code=451, enhanced="4.7.1", text="Message deferred by policy, try again later"),
-}
 
 
 def evaluate(policy: MailPolicy, facts: Facts, limits: LimitCounter) -> Decision:
@@ -216,8 +194,7 @@ class _Evaluation:
         self.guard = hit
         self.note("content", "fail",
                   f"contentGuards[{hit.guard_index}] /{hit.pattern}/ matched in {hit.where}: {hit.excerpt!r}")
-        reply = SmtpReply(code=550, enhanced="5.7.1", text=f"Message rejected by content policy ({hit.reason})")
-        return self.finish("bounce", hit.reason, reply=reply)
+        return self.finish("bounce", hit.reason)
 
     # -- step 6 ---------------------------------------------------------------
     def rate(self, rule: SenderRule) -> Decision | None:
@@ -268,16 +245,9 @@ class _Evaluation:
             tokens=self.tokens,
         )
 
-    def finish(self, action: Action, reason: str | None, *, reply: SmtpReply | None = None,
+    def finish(self, action: Action, reason: str | None, *,
                capabilities: list[str] | None = None, charge: LimitCharge | None = None) -> Decision:
         facts = self.facts
-        if reply is None:
-            if action in ("accept", "quarantine", "drop"):
-                reply = _ACCEPTED
-            elif reason in _REPLIES and _REPLIES[reason].code // 100 == (5 if action == "bounce" else 4):
-                reply = _REPLIES[reason]
-            else:
-                reply = _BY_ACTION[action]
         if action not in ("accept", "quarantine"):
             capabilities = []
         auth = facts.auth
@@ -286,7 +256,6 @@ class _Evaluation:
             agent=facts.agent,
             action=action,
             reason=reason,
-            smtp=reply,
             capabilities=capabilities or [],
             rule=self.rule,
             auth=AuthSummary(spf=auth.spf.result, dkim=auth.dkim_summary, dmarc=auth.dmarc.result)

@@ -26,6 +26,7 @@ from aiosmtpd.smtp import Session as SmtpSession
 from appliance.config import SmtpConfig, parse_hostport
 from appliance.gate import Envelope, reasons
 from appliance.inbound.reception import Reception
+from appliance.inbound.replies import smtp_reply
 from appliance.mail import Unreadable
 
 log = logging.getLogger("appliance.inbound.smtp")
@@ -96,7 +97,7 @@ class IntakeHandler:
                           envelope.rcpt_tos[0])
             return TEMPFAIL
         decision = received.decision
-        reply = decision.smtp
+        reply = smtp_reply(decision)
         text = _printable(reply.text)
         if 200 <= reply.code < 300:
             text += f" (id {decision.decision_id})"

@@ -14,6 +14,7 @@ import re
 
 from appliance.gate import Decision, Envelope
 from appliance.inbound.reception import Reception
+from appliance.inbound.replies import smtp_reply
 from appliance.mail import is_forged
 from appliance.stalwart.proto import (
     AddHeader,
@@ -122,7 +123,7 @@ class MtaHook:
 
     def response(self, decision: Decision, message: HookMessage) -> HookResponse:
         action = decision.action
-        reply = decision.smtp
+        reply = smtp_reply(decision)
         if action == "drop":
             return HookResponse(action="discard")
         if action in ("bounce", "tempfail"):

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance.gate import Envelope, InMemoryLimits, assess
+from appliance.inbound.replies import smtp_reply
 from appliance.mailauth import StaticResolver
 from appliance.policy import ContentGuard, MailPolicy, Match, SenderRule
 
@@ -31,7 +32,7 @@ async def decide(raw: bytes) -> str:
     decision = await assess(POLICY, ENVELOPE, raw, agent="agent@example.test", resolver=StaticResolver(),
                             limits=InMemoryLimits(), now=1_800_000_000.0, max_size=1_000_000)
     assert decision.action in ACTIONS
-    assert decision.smtp.code in (250, 451, 550, 552)
+    assert smtp_reply(decision).code in (250, 451, 550, 552)
     return decision.action
 
 

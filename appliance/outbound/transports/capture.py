@@ -17,6 +17,7 @@ import logging
 
 from appliance.gate import Envelope
 from appliance.inbound.reception import Reception
+from appliance.inbound.replies import smtp_reply
 from appliance.outbound.model import Delivery, DeliveryOutcome, RecipientRefusal
 
 log = logging.getLogger("appliance.outbound")
@@ -48,10 +49,11 @@ class CaptureTransport:
                                                 detail=f"local delivery failed: {type(exc).__name__}: {exc}"))
                 continue
             decision = received.decision
-            reply = f"{decision.smtp.code} {decision.smtp.enhanced} {decision.smtp.text}"
+            answer = smtp_reply(decision)
+            reply = answer.line()
             if decision.action in ("bounce", "tempfail"):
                 why = f" ({decision.reason}: {decision.detail})" if decision.reason else ""
-                refused.append(RecipientRefusal(address=agent, code=decision.smtp.code, detail=reply + why))
+                refused.append(RecipientRefusal(address=agent, code=answer.code, detail=reply + why))
             else:
                 replies.append(f"<{agent}> {reply}")
         others = [r for r in delivery.recipients if r not in local]
