@@ -29,12 +29,19 @@ import os
 import re
 import time
 import unicodedata
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import duckdb
 import msgspec
 
 from appliance.store.database import Batch, utc
+from appliance.store.outbound import (
+    StoredBlob,
+    blobs_used_since,
+    delete_blobs_unused_since,
+    insert_blob,
+    mark_blobs_used,
+)
 
 BLOB_TTL = 86_400.0
 """Seconds a blob stays attachable after its upload or its last use."""
@@ -44,7 +51,6 @@ _CONTENT_TYPE = re.compile(
     rf"(?P<type>{_TOKEN}/{_TOKEN})(?P<params>(\s*;\s*{_TOKEN}=({_TOKEN}|\"[^\"\\\x00-\x1f\x7f]*\"))*)\s*;?\s*")
 """RFC 2045 5.1: ``type/subtype`` and ``; attribute=value`` parameters, nothing that could end a header line."""
 _MAX_FILENAME = 255
-_COLUMNS = ("blob_id", "agent", "content_type", "filename", "size", "sha256", "created_at", "used_at", "data")
 
 
 class BlobRejected(ValueError):
@@ -60,19 +66,8 @@ class BlobInfo(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     filename: str | None
 
 
-class Blob(msgspec.Struct, frozen=True, kw_only=True):
+class Blob(StoredBlob, frozen=True, kw_only=True):
     """An uploaded blob, bytes included."""
-
-    blob_id: str
-    agent: str
-    content_type: str
-    """The media type and its parameters as uploaded (``text/plain; charset=utf-8``), type lowercased."""
-    filename: str | None
-    size: int
-    sha256: str
-    created_at: datetime
-    """Naive UTC."""
-    data: bytes
 
     @property
     def info(self) -> BlobInfo:
@@ -117,9 +112,7 @@ def new_blob(*, agent: str, data: bytes, content_type: str, filename: str | None
 
 def save_blob(con: duckdb.DuckDBPyConnection, blob: Blob) -> None:
     """Insert ``blob`` (its first use is its upload)."""
-    con.execute(f"INSERT INTO blobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})",
-                [blob.blob_id, blob.agent, blob.content_type, blob.filename, blob.size, blob.sha256,
-                 blob.created_at, blob.created_at, blob.data])
+    insert_blob(con, blob)
 
 
 def get_blobs(con: duckdb.DuckDBPyConnection, agent: str, blob_ids: list[str],
@@ -128,22 +121,17 @@ def get_blobs(con: duckdb.DuckDBPyConnection, agent: str, blob_ids: list[str],
     if not blob_ids:
         return {}
     cutoff = utc((time.time() if now is None else now) - BLOB_TTL)
-    rows = con.execute(
-        f"SELECT blob_id, agent, content_type, filename, size, sha256, created_at, data FROM blobs "
-        f"WHERE agent = ? AND used_at >= ? AND blob_id IN ({', '.join('?' for _ in blob_ids)})",
-        [agent.lower(), cutoff, *blob_ids]).fetchall()
-    return {str(r[0]): Blob(blob_id=r[0], agent=r[1], content_type=r[2], filename=r[3], size=int(r[4]),
-                            sha256=r[5], created_at=r[6], data=bytes(r[7])) for r in rows}
+    return {b.blob_id: Blob(blob_id=b.blob_id, agent=b.agent, content_type=b.content_type, filename=b.filename,
+                            size=b.size, sha256=b.sha256, created_at=b.created_at, data=b.data)
+            for b in blobs_used_since(con, agent.lower(), blob_ids, cutoff)}
 
 
 def touch_blobs(batch: Batch, blob_ids: list[str], now: float) -> None:
     """Mark blobs used now (a send attached them), in the writer's open batch: their 24 hours start again."""
-    if blob_ids:
-        batch.con.execute(f"UPDATE blobs SET used_at = ? WHERE blob_id IN ({', '.join('?' for _ in blob_ids)})",
-                          [utc(now), *blob_ids]).fetchall()
+    mark_blobs_used(batch, blob_ids, utc(now))
 
 
 def expire_blobs(con: duckdb.DuckDBPyConnection, now: float | None = None) -> int:
     """Remove blobs unused for ``BLOB_TTL`` seconds; return how many went."""
     cutoff = utc(time.time() if now is None else now) - timedelta(seconds=BLOB_TTL)
-    return len(con.execute("DELETE FROM blobs WHERE used_at < ? RETURNING blob_id", [cutoff]).fetchall())
+    return delete_blobs_unused_since(con, cutoff)

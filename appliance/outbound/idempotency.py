@@ -38,6 +38,7 @@ import msgspec
 
 from appliance.outbound.model import SendKind, SendRequest, SendResult
 from appliance.store.database import Batch
+from appliance.store.outbound import delete_keys_before, key_since, replace_key
 
 IDEMPOTENCY_TTL = 86_400.0
 """Seconds a key is remembered after the send it answered."""
@@ -88,27 +89,24 @@ def find_key(con: duckdb.DuckDBPyConnection, agent: str, key: str,
              now: float | None = None) -> IdempotencyRecord | None:
     """The agent's live record of ``key`` (younger than ``IDEMPOTENCY_TTL``), or None."""
     current = time.time() if now is None else now
-    row = con.execute("SELECT request_sha256, result, created_at FROM idempotency_keys "
-                      "WHERE agent = ? AND key = ? AND created_at >= ?",
-                      [agent, key, current - IDEMPOTENCY_TTL]).fetchone()
+    row = key_since(con, agent, key, current - IDEMPOTENCY_TTL)
     if row is None:
         return None
-    return IdempotencyRecord(agent=agent, key=key, request_sha256=str(row[0]), created_at=float(row[2]),
-                             result=msgspec.json.decode(row[1], type=SendResult))
+    return IdempotencyRecord(agent=agent, key=key, request_sha256=row.request_sha256, created_at=row.created_at,
+                             result=msgspec.json.decode(row.result, type=SendResult))
 
 
 def remember_key(batch: Batch, record: IdempotencyRecord) -> None:
     """Record a key's send in the writer's open batch (replacing an expired record of the same key)."""
-    batch.con.execute("DELETE FROM idempotency_keys WHERE agent = ? AND key = ?", [record.agent, record.key]).fetchall()
-    batch.insert("idempotency_keys", ("agent", "key", "request_sha256", "email_id", "result", "created_at"),
-                 (record.agent, record.key, record.request_sha256, record.result.email_id,
-                  msgspec.json.encode(record.result).decode(), record.created_at))
+    replace_key(batch, agent=record.agent, key=record.key, request_sha256=record.request_sha256,
+                email_id=record.result.email_id, result=msgspec.json.encode(record.result).decode(),
+                created_at=record.created_at)
 
 
 def expire_keys(con: duckdb.DuckDBPyConnection, now: float | None = None) -> int:
     """Forget keys older than ``IDEMPOTENCY_TTL``; return how many."""
     cutoff = (time.time() if now is None else now) - IDEMPOTENCY_TTL
-    return len(con.execute("DELETE FROM idempotency_keys WHERE created_at < ? RETURNING key", [cutoff]).fetchall())
+    return delete_keys_before(con, cutoff)
 
 
 class InFlight:

@@ -50,52 +50,28 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import duckdb
-import msgspec
 
 from appliance.audit import record_event
 from appliance.delivery import jobs
 from appliance.mail import ascii_domain
 from appliance.outbound.dsn import DsnRecipient, DsnReport
 from appliance.outbound.events import BouncedRecipient, BounceReason, MessageBouncedData, MessageSentData
-from appliance.outbound.model import Delivery, DeliveryOutcome, OutboundMessage, RecipientRefusal
+from appliance.outbound.model import DeliveryOutcome, OutboundMessage, RecipientRefusal
 from appliance.outbound.retry import Plan
+from appliance.store import outbound as store
 from appliance.store.database import Batch, utc
+from appliance.store.messages import SENT as SENT_MAILBOX
+from appliance.store.messages import latest_with_message_id, thread_of_message
+from appliance.store.outbound import QueuedJob
 
 QUEUED, SENT, FAILED, BOUNCED = "queued", "sent", "failed", "bounced"
-SENT_MAILBOX = "sent"
-"""The store's mailbox of the agents' Sent copies (searched by DSN Message-ID)."""
 
 _ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
-_MESSAGE_COLUMNS = ("email_id", "agent", "thread_id", "message_id", "mail_from", "queued_at", "size", "raw")
-_JOB_COLUMNS = ("job_id", "email_id", "agent", "domain", "recipients", "status", "attempts", "queued_at",
-                "next_attempt_at")
-_ATTEMPT_COLUMNS = ("job_id", "attempt", "ts", "status", "code", "detail", "peer", "latency_ms")
 
 
 def new_job_id() -> str:
     """A queue job's id: time-ordered, unique."""
     return f"j{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
-
-
-class QueuedJob(msgspec.Struct, frozen=True, kw_only=True):
-    """A due job, as the worker claims it."""
-
-    job_id: str
-    email_id: str
-    agent: str
-    thread_id: str
-    message_id: str
-    mail_from: str
-    domain: str
-    recipients: list[str]
-    attempts: int
-    """Attempts made before this one."""
-    queued_at: float
-    raw: bytes
-
-    def delivery(self) -> Delivery:
-        return Delivery(job_id=self.job_id, email_id=self.email_id, agent=self.agent, mail_from=self.mail_from,
-                        recipients=list(self.recipients), raw=self.raw, attempts=self.attempts)
 
 
 def recipient_domains(recipients: Sequence[str]) -> dict[str, list[str]]:
@@ -124,69 +100,47 @@ def enqueue(tx: Batch | duckdb.DuckDBPyConnection, message: OutboundMessage, *, 
     if not groups:
         raise ValueError(f"message {message.email_id} has no recipient")
     batch = tx if isinstance(tx, Batch) else Batch(tx, {})
-    batch.insert("outbound_messages", _MESSAGE_COLUMNS,
-                 (message.email_id, message.agent, message.thread_id, message.message_id, message.mail_from,
-                  utc(now), len(message.raw), message.raw))
+    store.add_queued_message(batch, message, queued_at=utc(now))
     ids = []
     for domain, recipients in groups.items():
         job_id = new_job_id()
-        batch.insert("outbound_jobs", _JOB_COLUMNS,
-                     (job_id, message.email_id, message.agent, domain, recipients, QUEUED, 0, now, now))
+        store.add_job(batch, job_id=job_id, email_id=message.email_id, agent=message.agent, domain=domain,
+                      recipients=recipients, status=QUEUED, attempts=0, queued_at=now, next_attempt_at=now)
         ids.append(job_id)
     if tx is not batch:
         batch.flush()
     return ids
 
 
-_CLAIM = """
-SELECT j.job_id, j.email_id, j.agent, m.thread_id, m.message_id, m.mail_from, j.domain, j.recipients, j.attempts,
-       j.queued_at, m.raw
-FROM outbound_jobs j JOIN outbound_messages m ON m.email_id = j.email_id
-WHERE j.status = 'queued' AND j.next_attempt_at <= ? AND m.raw IS NOT NULL
-  AND NOT list_contains(?::VARCHAR[], j.job_id)
-ORDER BY j.next_attempt_at, j.job_id
-LIMIT ?
-"""
-
-
 def claim_due(con: duckdb.DuckDBPyConnection, *, now: float, exclude: Sequence[str], limit: int) -> list[QueuedJob]:
     """Up to ``limit`` jobs due at ``now``, oldest due first, none of ``exclude`` (those in flight)."""
-    rows = con.execute(_CLAIM, [now, list(exclude), limit]).fetchall()
-    return [QueuedJob(job_id=r[0], email_id=r[1], agent=r[2], thread_id=r[3], message_id=r[4], mail_from=r[5],
-                      domain=r[6], recipients=list(r[7]), attempts=r[8], queued_at=r[9], raw=bytes(r[10]))
-            for r in rows]
+    return store.claim_due_jobs(con, now=now, exclude=exclude, limit=limit)
 
 
 def next_due(con: duckdb.DuckDBPyConnection, *, after: float) -> float | None:
     """When the next queued job falls due after ``after`` (None: nothing waits)."""
-    row = con.execute("SELECT min(next_attempt_at) FROM outbound_jobs WHERE status = 'queued' "
-                      "AND next_attempt_at > ?", [after]).fetchone()
-    return float(row[0]) if row and row[0] is not None else None
+    return store.next_attempt_after(con, after=after)
 
 
 def record_attempt(batch: Batch, job: QueuedJob, outcome: DeliveryOutcome, plan: Plan, *, now: float,
                    latency_ms: float | None = None) -> None:
     """Write one attempt and what ``plan`` makes of it: the job's state, a follow-up job, events, audit."""
     attempt = job.attempts + 1
-    batch.insert("outbound_attempts", _ATTEMPT_COLUMNS,
-                 (job.job_id, attempt, utc(now), outcome.status, outcome.code, outcome.detail[:2000], outcome.peer,
-                  latency_ms))
+    store.add_attempt(batch, job_id=job.job_id, attempt=attempt, ts=utc(now), status=outcome.status,
+                      code=outcome.code, detail=outcome.detail[:2000], peer=outcome.peer, latency_ms=latency_ms)
     con = batch.con
     if plan.status == QUEUED:
-        con.execute("UPDATE outbound_jobs SET attempts = ?, next_attempt_at = ?, last_code = ?, last_detail = ?, "
-                    "peer = ? WHERE job_id = ? AND status = 'queued'",
-                    [attempt, plan.next_attempt_at, outcome.code, outcome.detail[:2000], outcome.peer, job.job_id])
+        store.reschedule_job(con, job_id=job.job_id, attempts=attempt, next_attempt_at=plan.next_attempt_at,
+                             code=outcome.code, detail=outcome.detail[:2000], peer=outcome.peer)
         return
-    changed = con.execute(
-        "UPDATE outbound_jobs SET status = ?, attempts = ?, next_attempt_at = NULL, last_code = ?, last_detail = ?, "
-        "peer = ?, finished_at = ? WHERE job_id = ? AND status = 'queued' RETURNING job_id",
-        [plan.status, attempt, outcome.code, outcome.detail[:2000], outcome.peer, now, job.job_id]).fetchall()
+    changed = store.finish_job(con, job_id=job.job_id, status=plan.status, attempts=attempt, code=outcome.code,
+                               detail=outcome.detail[:2000], peer=outcome.peer, finished_at=now)
     if not changed:  # ended meanwhile by someone else (an operator): the attempt is history, the state theirs
         return
     if plan.requeue:
-        batch.insert("outbound_jobs", _JOB_COLUMNS,
-                     (new_job_id(), job.email_id, job.agent, job.domain, plan.requeue, QUEUED, attempt, job.queued_at,
-                      plan.requeue_at if plan.requeue_at is not None else now))
+        store.add_job(batch, job_id=new_job_id(), email_id=job.email_id, agent=job.agent, domain=job.domain,
+                      recipients=plan.requeue, status=QUEUED, attempts=attempt, queued_at=job.queued_at,
+                      next_attempt_at=plan.requeue_at if plan.requeue_at is not None else now)
     if plan.delivered:
         _sent(batch, job, outcome, plan.delivered, attempt, now)
     if plan.rejected:
@@ -200,10 +154,7 @@ def release_bytes(con: duckdb.DuckDBPyConnection) -> int:
 
     Not part of recording an outcome: the commit that records a 250 stays as small as it can be.
     """
-    rows = con.execute("UPDATE outbound_messages SET raw = NULL WHERE raw IS NOT NULL AND NOT EXISTS "
-                       "(SELECT 1 FROM outbound_jobs j WHERE j.email_id = outbound_messages.email_id "
-                       "AND j.status = 'queued') RETURNING email_id").fetchall()
-    return len(rows)
+    return store.drop_ended_bytes(con)
 
 
 def _aware(now: float) -> datetime:
@@ -258,20 +209,17 @@ def link_bounce(con: duckdb.DuckDBPyConnection, report: DsnReport, *, agent: str
     returned ``Message-ID`` among the Sent copies. With ``agent``, only that agent's
     messages count: a DSN sent to one agent says nothing about another's mail.
     """
-    scope, params = ("AND agent = ?", [agent.lower()]) if agent else ("", [])
+    owner = agent.lower() if agent else None
     if report.envelope_id:
-        row = con.execute(f"SELECT email_id FROM outbound_messages WHERE email_id = ? {scope}",
-                          [report.envelope_id, *params]).fetchone()
-        if row:
-            return str(row[0])
+        found = store.queued_email_id(con, report.envelope_id, agent=owner)
+        if found is not None:
+            return found
     if report.message_id:
-        row = con.execute(f"SELECT email_id FROM messages WHERE mailbox = ? AND message_id = ? {scope} "
-                          "ORDER BY received_at DESC LIMIT 1", [SENT_MAILBOX, report.message_id, *params]).fetchone()
-        if row is None:  # the Sent copy was deleted: the queue still knows the message
-            row = con.execute(f"SELECT email_id FROM outbound_messages WHERE message_id = ? {scope} "
-                              "ORDER BY queued_at DESC LIMIT 1", [report.message_id, *params]).fetchone()
-        if row:
-            return str(row[0])
+        found = latest_with_message_id(con, SENT_MAILBOX, report.message_id, agent=owner)
+        if found is None:  # the Sent copy was deleted: the queue still knows the message
+            found = store.latest_queued_by_message_id(con, report.message_id, agent=owner)
+        if found is not None:
+            return found
     return None
 
 
@@ -292,8 +240,7 @@ def bounce_from_dsn(tx: Batch | duckdb.DuckDBPyConnection, report: DsnReport, *,
         return None
     # Only what the message was sent to counts: a report naming others (forged, or about a copy forwarded
     # elsewhere without ORCPT) says nothing about this message's recipients.
-    ours = {str(a).lower(): str(a) for (a,) in batch.con.execute(
-        "SELECT DISTINCT unnest(recipients) FROM outbound_jobs WHERE email_id = ?", [email_id]).fetchall()}
+    ours = {a.lower(): a for a in store.job_recipients(batch.con, email_id)}
     failed: list[tuple[str, DsnRecipient]] = []
     for r in report.failed:
         named = [a for a in (r.original_recipient, r.final_recipient) if a]
@@ -302,10 +249,8 @@ def bounce_from_dsn(tx: Batch | duckdb.DuckDBPyConnection, report: DsnReport, *,
             failed.append((address, r))
     if not failed:
         return None
-    row = batch.con.execute("SELECT thread_id, message_id FROM outbound_messages WHERE email_id = ?",
-                            [email_id]).fetchone() or batch.con.execute(
-        "SELECT thread_id, message_id FROM messages WHERE email_id = ?", [email_id]).fetchone()
-    thread_id, message_id = (str(row[0]), str(row[1] or "")) if row else ("", report.message_id or "")
+    row = store.queued_thread(batch.con, email_id) or thread_of_message(batch.con, email_id)
+    thread_id, message_id = (row.thread_id, row.message_id or "") if row else ("", report.message_id or "")
     recipients = [BouncedRecipient(address=address, code=r.code, status=r.status or None,
                                    detail=(r.diagnostic or f"{r.action} {r.status}".strip())[:1000])
                   for address, r in failed]

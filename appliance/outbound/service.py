@@ -83,13 +83,20 @@ from appliance.outbound.threading import reply_target
 from appliance.policy import MailPolicy
 from appliance.policy.book import PolicyBook
 from appliance.store.database import Batch, Database, utc
+from appliance.store.deliveries import send_outcomes_of
 from appliance.store.limits import PersistentLimits
-from appliance.store.messages import INBOX, StoredMessage, get_message, save_message
+from appliance.store.messages import (
+    INBOX,
+    SENT,
+    StoredMessage,
+    get_message,
+    mailbox_email_ids,
+    message_received_at,
+    save_message,
+)
+from appliance.store.outbound import jobs_of_message
 
 log = logging.getLogger("appliance.outbound")
-
-SENT = "sent"
-"""The mailbox of the agents' own messages (the Sent copy of each send)."""
 
 _TOKEN_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
 """A JWT (header and payload are base64url JSON, so both start ``eyJ``): what a capability token looks like."""
@@ -512,24 +519,22 @@ def _recipients(con: duckdb.DuckDBPyConnection, email_id: str, addresses: list[s
     came apart is followed by one for the rest), then the message's ``message.sent`` / ``message.bounced``
     events, which say recipient by recipient how each copy ended (a DSN after a 250 included)."""
     found: dict[str, RecipientStatus] = {}
-    for recipients, status, attempts, code, detail, peer in con.execute(
-            "SELECT recipients, status, attempts, last_code, last_detail, peer FROM outbound_jobs "
-            "WHERE email_id = ? ORDER BY job_id", [email_id]).fetchall():
+    for job in jobs_of_message(con, email_id):
         state: DeliveryState
-        if status == "sent":
+        if job.status == "sent":
             state = "sent"
-        elif status in ("failed", "bounced"):
+        elif job.status in ("failed", "bounced"):
             state = "bounced"
         else:
-            state = "retrying" if attempts else "queued"
-        for address in recipients:
-            found[str(address).lower()] = RecipientStatus(address=str(address), status=state, attempts=int(attempts),
-                                                          last_code=code, last_detail=detail, peer=peer)
-    for event_type, payload in con.execute(
-            "SELECT event_type, payload FROM deliveries WHERE email_id = ? AND event_type IN "
-            "('message.sent', 'message.bounced') ORDER BY created_at, delivery_id", [email_id]).fetchall():
+            state = "retrying" if job.attempts else "queued"
+        for address in job.recipients:
+            found[str(address).lower()] = RecipientStatus(address=str(address), status=state,
+                                                          attempts=int(job.attempts), last_code=job.last_code,
+                                                          last_detail=job.last_detail, peer=job.peer)
+    for event in send_outcomes_of(con, email_id):
+        payload = event.payload
         try:
-            if event_type == "message.sent":
+            if event.event_type == "message.sent":
                 sent = msgspec.json.decode(payload, type=MessageSentData)
                 for address in sent.recipients:
                     found[address.lower()] = RecipientStatus(address=address, status="sent", attempts=sent.attempts,
@@ -570,20 +575,14 @@ def sent_message(con: duckdb.DuckDBPyConnection, email_id: str, *, agent: str | 
 def list_sent(con: duckdb.DuckDBPyConnection, *, agent: str | None = None, limit: int = 50,
               after: str | None = None) -> list[SentMessage]:
     """Sent messages, newest first (only ``agent``'s when given); ``after`` an email id: those older than it."""
-    where: list[str] = ["mailbox = ?"]
-    args: list[object] = [SENT]
-    if agent is not None:
-        where.append("agent = ?")
-        args.append(agent.lower())
+    before = None
     if after is not None:
-        cursor = con.execute("SELECT received_at FROM messages WHERE email_id = ?", [after]).fetchone()
+        cursor = message_received_at(con, after)
         if cursor is None:
             return []
-        where.append("(received_at < ? OR (received_at = ? AND email_id < ?))")
-        args += [cursor[0], cursor[0], after]
-    ids = [str(r[0]) for r in con.execute(
-        f"SELECT email_id FROM messages WHERE {' AND '.join(where)} ORDER BY received_at DESC, email_id DESC "
-        "LIMIT ?", [*args, limit]).fetchall()]
+        before = (cursor, after)
+    ids = mailbox_email_ids(con, SENT, agent=agent.lower() if agent is not None else None, before=before,
+                            limit=limit)
     out = []
     for email_id in ids:
         stored = get_message(con, email_id)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA"]
+__all__ = [
+    "SCHEMA",
+    "EmailEvent",
+    "send_outcomes_of",
+]
+
+import duckdb
+import msgspec
 
 from appliance.store.schema import TableFamily
 
@@ -45,3 +52,16 @@ SCHEMA = TableFamily(
     )""",
     ),
 )
+
+class EmailEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One event raised about a message: its type and its JSON payload."""
+
+    event_type: str
+    payload: str
+
+
+def send_outcomes_of(con: duckdb.DuckDBPyConnection, email_id: str) -> list[EmailEvent]:
+    """The ``message.sent`` and ``message.bounced`` events of ``email_id``, oldest first (then by delivery id)."""
+    return [EmailEvent(event_type=event_type, payload=payload) for event_type, payload in con.execute(
+        "SELECT event_type, payload FROM deliveries WHERE email_id = ? AND event_type IN "
+        "('message.sent', 'message.bounced') ORDER BY created_at, delivery_id", [email_id]).fetchall()]

@@ -16,17 +16,23 @@ __all__ = [
     "INBOX",
     "QUARANTINE",
     "SCHEMA",
+    "SENT",
     "MessageSummary",
+    "MessageThread",
     "StoredMessage",
     "delete_message",
     "get_message",
+    "latest_with_message_id",
     "list_messages",
+    "mailbox_email_ids",
     "may_join_thread",
     "message_agent",
+    "message_received_at",
     "move_message",
     "resolve_thread",
     "save_message",
     "subject_key",
+    "thread_of_message",
 ]
 
 import hashlib
@@ -66,6 +72,8 @@ SCHEMA = TableFamily(
 
 INBOX = "inbox"
 QUARANTINE = "quarantine"
+SENT = "sent"
+"""The mailbox of the agents' own messages (the Sent copy of each send)."""
 
 _REPLY_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg|sv|vs|antw|tr)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 _SUBJECT_THREAD_WINDOW = timedelta(days=30)
@@ -224,3 +232,48 @@ def delete_message(con: duckdb.DuckDBPyConnection, email_id: str, *, mailbox: st
     """Delete a message (only from ``mailbox`` when given); False when there was none."""
     query = "DELETE FROM messages WHERE email_id = ?" + (" AND mailbox = ?" if mailbox else "") + " RETURNING email_id"
     return bool(con.execute(query, [email_id, *([mailbox] if mailbox else [])]).fetchall())
+
+
+class MessageThread(msgspec.Struct, frozen=True, kw_only=True):
+    """The thread and Message-ID of a stored message."""
+
+    thread_id: str
+    message_id: str | None
+
+
+def thread_of_message(con: duckdb.DuckDBPyConnection, email_id: str) -> MessageThread | None:
+    """The thread id and Message-ID of the stored message ``email_id``, or None."""
+    row = con.execute("SELECT thread_id, message_id FROM messages WHERE email_id = ?", [email_id]).fetchone()
+    return MessageThread(thread_id=str(row[0]), message_id=row[1]) if row else None
+
+
+def latest_with_message_id(con: duckdb.DuckDBPyConnection, mailbox: str, message_id: str, *,
+                           agent: str | None = None) -> str | None:
+    """The email id of the newest message in ``mailbox`` with ``message_id`` (``agent``'s, when given), or None."""
+    scope, params = ("AND agent = ?", [agent]) if agent else ("", [])
+    row = con.execute(f"SELECT email_id FROM messages WHERE mailbox = ? AND message_id = ? {scope} "
+                      "ORDER BY received_at DESC LIMIT 1", [mailbox, message_id, *params]).fetchone()
+    return str(row[0]) if row else None
+
+
+def message_received_at(con: duckdb.DuckDBPyConnection, email_id: str) -> datetime | None:
+    """When the stored message ``email_id`` was received (naive UTC), or None."""
+    row = con.execute("SELECT received_at FROM messages WHERE email_id = ?", [email_id]).fetchone()
+    return row[0] if row else None
+
+
+def mailbox_email_ids(con: duckdb.DuckDBPyConnection, mailbox: str, *, agent: str | None = None,
+                      before: tuple[datetime, str] | None = None, limit: int = 50) -> list[str]:
+    """Email ids in ``mailbox``, newest first (then by email id, descending), only ``agent``'s when given;
+    ``before`` a (received_at, email_id) cursor: only those after it in that order."""
+    where: list[str] = ["mailbox = ?"]
+    args: list[object] = [mailbox]
+    if agent is not None:
+        where.append("agent = ?")
+        args.append(agent)
+    if before is not None:
+        where.append("(received_at < ? OR (received_at = ? AND email_id < ?))")
+        args += [before[0], before[0], before[1]]
+    return [str(r[0]) for r in con.execute(
+        f"SELECT email_id FROM messages WHERE {' AND '.join(where)} ORDER BY received_at DESC, email_id DESC "
+        "LIMIT ?", [*args, limit]).fetchall()]
