@@ -21,12 +21,10 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
 import duckdb
 import httpx
-import msgspec
 
 from appliance.audit import record_event
 from appliance.config import AgentConfig, ApplianceConfig
@@ -37,7 +35,20 @@ from appliance.delivery.render import render_event
 from appliance.delivery.schedule import RetrySchedule, parse_retry_after
 from appliance.delivery.signing import load_secrets, webhook_headers
 from appliance.delivery.tokens import TokenIssuer, load_token_key
-from appliance.store.database import Batch, Database, utc
+from appliance.store.database import Database, utc
+from appliance.store.deliveries import (
+    Attempt,
+    DueDelivery,
+    any_pending,
+    disable_endpoint,
+    disabled_agents,
+    due_deliveries,
+    label_stream_only,
+    next_attempt_after,
+    record_attempt,
+    record_delivered,
+    settle_attempt,
+)
 
 log = logging.getLogger("appliance.delivery")
 
@@ -76,18 +87,6 @@ def judge(status: int | None, retry_after: float | None, attempts: int, schedule
 
 
 @dataclass(frozen=True)
-class _Job:
-    delivery_id: str
-    agent: str
-    event_type: str
-    email_id: str | None
-    created_at: datetime
-    attempts: int
-    round_start: int
-    payload: str
-
-
-@dataclass(frozen=True)
 class _Result:
     status: int | None
     """The answer's status line, even when its body was then cut short (kept in the attempt row)."""
@@ -101,16 +100,6 @@ class _Result:
     def verdict_status(self) -> int | None:
         """The status the verdict is taken on: none for an answer cut short or timed out mid-body."""
         return self.status if self.complete else None
-
-
-_CLAIM = """
-SELECT delivery_id, agent, event_type, email_id, created_at, attempts, round_start, payload
-FROM deliveries
-WHERE status = 'pending' AND next_attempt_at <= ? AND list_contains(?::VARCHAR[], agent)
-  AND NOT list_contains(?::VARCHAR[], delivery_id)
-QUALIFY row_number() OVER (PARTITION BY agent ORDER BY next_attempt_at, seq) <= ?
-ORDER BY next_attempt_at, seq
-"""
 
 
 class Dispatcher:
@@ -246,17 +235,16 @@ class Dispatcher:
         self._backoff = {k: v for k, v in self._backoff.items() if v > now}
         self._paused = {k: v for k, v in self._paused.items() if v > now}
         if time.monotonic() - self._disabled_read > self.endpoints_refresh:
-            self._disabled = await self.db.read(_disabled_agents)
+            self._disabled = await self.db.read(disabled_agents)
             self._disabled_read = time.monotonic()
         enabled = [a for a in self._endpoints if a not in self._disabled]
         free = {a: self.concurrency - self._sending[a] for a in enabled if a not in self._paused}
         ready = [a for a, n in free.items() if n > 0]
         if ready:
             skip = [d for ids in self._inflight.values() for d in ids] + list(self._backoff)
-            rows = await self.db.read(lambda con: con.execute(
-                _CLAIM, [now, ready, skip, self.concurrency]).fetchall())
-            for row in rows:
-                job = _Job(*row)
+            jobs = await self.db.read(lambda con: due_deliveries(
+                con, now=now, agents=ready, skip=skip, per_agent=self.concurrency))
+            for job in jobs:
                 if free[job.agent] <= 0:
                     continue
                 free[job.agent] -= 1
@@ -266,11 +254,9 @@ class Dispatcher:
                 task.add_done_callback(self._tasks.discard)
         wakes = [*self._paused.values(), *self._backoff.values()]
         if enabled:
-            next_due = await self.db.read(lambda con: con.execute(
-                "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending' "
-                "AND list_contains(?::VARCHAR[], agent) AND next_attempt_at > ?", [enabled, now]).fetchone())
-            if next_due and next_due[0] is not None:
-                wakes.append(float(next_due[0]))
+            next_due = await self.db.read(lambda con: next_attempt_after(con, agents=enabled, now=now))
+            if next_due is not None:
+                wakes.append(next_due)
         wait = min([self.idle_poll, *(w - now for w in wakes)])
         if self._disabled:  # notice an endpoint enabled behind our back (CLI, another API worker) soon
             wait = min(wait, self.endpoints_refresh)
@@ -279,17 +265,12 @@ class Dispatcher:
     async def _label_stream_only(self) -> None:
         """Jobs of agents without a webhook are read on the event stream only: say so (``stream``)."""
         agents = self._stream_only
-        found = await self.db.read(lambda con: con.execute(
-            "SELECT 1 FROM deliveries WHERE status = 'pending' AND list_contains(?::VARCHAR[], agent) LIMIT 1",
-            [agents]).fetchone())
-        if found:
-            await self.db.write(lambda con: con.execute(
-                "UPDATE deliveries SET status = 'stream', next_attempt_at = NULL "
-                "WHERE status = 'pending' AND list_contains(?::VARCHAR[], agent)", [agents]))
+        if await self.db.read(lambda con: any_pending(con, agents)):
+            await self.db.write(lambda con: label_stream_only(con, agents))
 
     # -- one attempt --------------------------------------------------------------------------
 
-    async def _attempt(self, job: _Job) -> None:
+    async def _attempt(self, job: DueDelivery) -> None:
         try:
             result = await self._send(job)
             await self._record(job, result)
@@ -302,7 +283,7 @@ class Dispatcher:
             self._inflight[job.agent].discard(job.delivery_id)
             self._wakeup.set()
 
-    async def _send(self, job: _Job) -> _Result:
+    async def _send(self, job: DueDelivery) -> _Result:
         endpoint = self._endpoints[job.agent]
         assert endpoint.webhook_url is not None and self._client is not None
         now = self.clock()
@@ -342,7 +323,7 @@ class Dispatcher:
         return _Result(status=status, retry_after=retry_after if complete else None, latency_ms=latency_ms,
                        error=error, complete=complete)
 
-    async def _record(self, job: _Job, result: _Result) -> None:
+    async def _record(self, job: DueDelivery, result: _Result) -> None:
         now = self.clock()
         verdict = judge(result.verdict_status, result.retry_after, job.attempts - job.round_start + 1, self.schedule)
         url = self._endpoints[job.agent].webhook_url or ""
@@ -357,7 +338,7 @@ class Dispatcher:
             log.warning("delivery %s to %s: %s after attempt %d (%s)", job.delivery_id, job.agent, verdict.kind,
                         job.attempts + 1, result.error)
         if verdict.kind == "delivered":  # the common case: batched with its neighbours
-            await self.db.write_batch(lambda batch: _commit_delivered(batch, job, result, now))
+            await self.db.write_batch(lambda batch: record_delivered(batch, _attempt_row(job, result, now)))
         else:
             await self.db.write(lambda con: _commit_attempt(con, job, result, verdict, now, url))
         if verdict.kind in ("dead", "disabled"):
@@ -378,48 +359,20 @@ def _snippet(data: bytes) -> str:
     return " ".join(data.decode("utf-8", "replace").split())
 
 
-def _disabled_agents(con: duckdb.DuckDBPyConnection) -> set[str]:
-    return {r[0] for r in con.execute("SELECT agent FROM endpoints WHERE disabled_at IS NOT NULL").fetchall()}
+def _attempt_row(job: DueDelivery, result: _Result, now: float) -> Attempt:
+    return Attempt(delivery_id=job.delivery_id, attempt=job.attempts + 1, ts=utc(now), status=result.status,
+                   latency_ms=result.latency_ms, error=result.error)
 
 
-_ATTEMPT_COLUMNS = ("delivery_id", "attempt", "ts", "status", "latency_ms", "error")
-_DELIVERED = "delivery.delivered"
-
-
-def _commit_delivered(batch: Batch, job: _Job, result: _Result, now: float) -> None:
-    """A 2xx: the attempt row, and the delivery marked delivered with the rest of the batch's."""
-    batch.insert("delivery_attempts", _ATTEMPT_COLUMNS,
-                 (job.delivery_id, job.attempts + 1, utc(now), result.status, result.latency_ms, result.error))
-    batch.scratch.setdefault(_DELIVERED, []).append({"id": job.delivery_id, "status": result.status})
-    batch.before_commit(_DELIVERED, _mark_delivered)
-
-
-def _mark_delivered(batch: Batch) -> None:
-    delivered = batch.scratch.pop(_DELIVERED, [])
-    if not delivered:
-        return
-    # One UPDATE for the whole batch; a delivery replayed or discarded meanwhile is not pending: left alone.
-    batch.con.execute(
-        "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, last_status = d.r.status, "
-        "last_error = NULL, next_attempt_at = NULL "
-        "FROM (SELECT unnest(from_json(?::JSON, '[{\"id\": \"VARCHAR\", \"status\": \"INTEGER\"}]')) AS r) d "
-        "WHERE deliveries.delivery_id = d.r.id AND deliveries.status = 'pending'",
-        [msgspec.json.encode(delivered).decode()])
-
-
-def _commit_attempt(con: duckdb.DuckDBPyConnection, job: _Job, result: _Result, verdict: Verdict, now: float,
+def _commit_attempt(con: duckdb.DuckDBPyConnection, job: DueDelivery, result: _Result, verdict: Verdict, now: float,
                     url: str) -> None:
     """One transaction: the attempt row, the delivery's new state, and what a dead or 410 implies."""
     attempt = job.attempts + 1
-    con.execute("INSERT INTO delivery_attempts (delivery_id, attempt, ts, status, latency_ms, error) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [job.delivery_id, attempt, utc(now), result.status, result.latency_ms, result.error])
+    record_attempt(con, _attempt_row(job, result, now))
     status = {"delivered": "delivered", "retry": "pending", "dead": "dead", "disabled": "failed"}[verdict.kind]
     next_at = now + verdict.delay if verdict.kind == "retry" and verdict.delay is not None else None
-    changed = con.execute(
-        "UPDATE deliveries SET status = ?, attempts = attempts + 1, last_status = ?, last_error = ?, "
-        "next_attempt_at = ? WHERE delivery_id = ? AND status = 'pending' RETURNING delivery_id",
-        [status, result.status, result.error, next_at, job.delivery_id]).fetchall()
+    changed = settle_attempt(con, job.delivery_id, status=status, last_status=result.status,
+                             last_error=result.error, next_attempt_at=next_at)
     if not changed:  # replayed or discarded meanwhile: the attempt is history, the state is someone else's
         return
     if verdict.kind == "dead":
@@ -432,9 +385,7 @@ def _commit_attempt(con: duckdb.DuckDBPyConnection, job: _Job, result: _Result, 
                                         last_error=result.error))
     elif verdict.kind == "disabled":
         reason = f"{url} answered 410 Gone to {job.delivery_id}"
-        con.execute("INSERT INTO endpoints (agent, disabled_at, reason) VALUES (?, ?, ?) "
-                    "ON CONFLICT (agent) DO UPDATE SET disabled_at = excluded.disabled_at, reason = excluded.reason",
-                    [job.agent, utc(now), reason])
+        disable_endpoint(con, job.agent, at=utc(now), reason=reason)
         record_event(con, "endpoint.disabled", job.agent, reason)
         enqueue(con, agent=job.agent, event_type="endpoint.disabled", status="stream", email_id=None,
                 decision_id=None, now=now,

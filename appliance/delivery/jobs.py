@@ -29,7 +29,8 @@ import duckdb
 import msgspec
 
 from appliance.delivery.payload import EventData
-from appliance.store.database import Batch, NextVal, utc
+from appliance.store.database import Batch, utc
+from appliance.store.deliveries import add_delivery, release_held
 
 HIDDEN_STATUSES = ("held", "discarded")
 """Jobs the agent must not see (on the webhook or the stream)."""
@@ -40,25 +41,15 @@ def new_delivery_id() -> str:
     return f"msg_{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
 
 
-_COLUMNS = ("delivery_id", "seq", "agent", "event_type", "email_id", "decision_id", "created_at", "status",
-            "attempts", "next_attempt_at", "payload")
-
-
 def enqueue(tx: Batch | duckdb.DuckDBPyConnection, *, agent: str, event_type: str, data: EventData,
             email_id: str | None, decision_id: str | None, now: float, status: str = "pending") -> str:
     """Queue one event for an agent inside the caller's transaction (or open batch); return its delivery id."""
     delivery_id = new_delivery_id()
     batch = tx if isinstance(tx, Batch) else Batch(tx, {})
-    batch.insert("deliveries", _COLUMNS, (delivery_id, NextVal("delivery_seq"), agent, event_type, email_id,
-                                          decision_id, utc(now), status, 0, now, msgspec.json.encode(data).decode()))
+    add_delivery(batch, delivery_id=delivery_id, agent=agent, event_type=event_type, email_id=email_id,
+                 decision_id=decision_id, created_at=utc(now), status=status, next_attempt_at=now,
+                 payload=msgspec.json.encode(data).decode())
     if tx is not batch:
         batch.flush()
     return delivery_id
 
-
-def release_held(con: duckdb.DuckDBPyConnection, email_id: str, now: float) -> int:
-    """Let a released message's held jobs go (with a fresh ``seq``, so stream readers see them); return how many."""
-    rows = con.execute(
-        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, seq = nextval('delivery_seq') "
-        "WHERE email_id = ? AND status = 'held' RETURNING delivery_id", [now, email_id]).fetchall()
-    return len(rows)

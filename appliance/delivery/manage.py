@@ -37,6 +37,7 @@ import duckdb
 import msgspec
 
 from appliance.audit import record_event
+from appliance.store import deliveries as store
 from appliance.store.database import utc
 
 REPLAYABLE = ("dead", "failed")
@@ -102,14 +103,10 @@ class ReplayResult(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """True when the agent's endpoint is disabled: nothing is sent until it is enabled again."""
 
 
-_SUMMARY = ("delivery_id, seq, agent, event_type, email_id, decision_id, created_at, status, attempts, "
-            "next_attempt_at, last_status, last_error")
-
-
-def _summary(row: tuple[Any, ...]) -> DeliverySummary:
-    values = dict(zip(_SUMMARY.split(", "), row, strict=True))
-    nxt = values["next_attempt_at"]
-    values["next_attempt_at"] = utc(nxt) if nxt is not None and values["status"] == "pending" else None
+def _summary(record: store.DeliveryRecord) -> DeliverySummary:
+    values = {f: getattr(record, f) for f in store.DeliveryRecord.__struct_fields__}  # a StoredDelivery's payload too
+    nxt = record.next_attempt_at
+    values["next_attempt_at"] = utc(nxt) if nxt is not None and record.status == "pending" else None
     return DeliverySummary(**values)
 
 
@@ -117,94 +114,72 @@ def list_deliveries(con: duckdb.DuckDBPyConnection, *, status: str | None = None
                     event_type: str | None = None, before: int | None = None,
                     limit: int = 50) -> list[DeliverySummary]:
     """Newest first; pass the last ``seq`` seen as ``before`` for the next page."""
-    where: list[str] = []
-    args: list[object] = []
-    for column, value in (("status", status), ("agent", agent.lower() if agent else None),
-                          ("event_type", event_type)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            args.append(value)
-    if before is not None:
-        where.append("seq < ?")
-        args.append(before)
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
-    rows = con.execute(f"SELECT {_SUMMARY} FROM deliveries {clause} ORDER BY seq DESC LIMIT ?",
-                       [*args, max(1, min(limit, 1000))]).fetchall()
-    return [_summary(r) for r in rows]
+    records = store.list_deliveries(con, status=status, agent=agent.lower() if agent else None,
+                                    event_type=event_type, before=before, limit=max(1, min(limit, 1000)))
+    return [_summary(r) for r in records]
 
 
 def endpoint_states(con: duckdb.DuckDBPyConnection, urls: Mapping[str, str | None]) -> list[EndpointState]:
     """Every configured agent's webhook and whether it is disabled (``urls``: agent -> webhook_url)."""
-    disabled = {r[0]: r for r in con.execute(
-        "SELECT agent, disabled_at, reason FROM endpoints WHERE disabled_at IS NOT NULL").fetchall()}
+    disabled = {e.agent: e for e in store.disabled_endpoints(con)}
     out = []
     for agent in sorted({*urls, *disabled}):
         row = disabled.get(agent)
         out.append(EndpointState(agent=agent, url=urls.get(agent), disabled=row is not None,
-                                 disabled_at=row[1] if row else None, reason=row[2] if row else None))
+                                 disabled_at=row.disabled_at if row else None, reason=row.reason if row else None))
     return out
 
 
 def get_delivery(con: duckdb.DuckDBPyConnection, delivery_id: str,
                  urls: Mapping[str, str | None] | None = None) -> DeliveryDetail | None:
     """One delivery with its attempts, its data and its endpoint's state."""
-    row = con.execute(f"SELECT {_SUMMARY}, payload FROM deliveries WHERE delivery_id = ?",
-                      [delivery_id]).fetchone()
-    if row is None:
+    stored = store.get_delivery(con, delivery_id)
+    if stored is None:
         return None
-    summary = _summary(row[:-1])
-    attempts = [AttemptRecord(attempt=a, ts=ts, status=s, latency_ms=lat, error=err)
-                for a, ts, s, lat, err in con.execute(
-                    "SELECT attempt, ts, status, latency_ms, error FROM delivery_attempts WHERE delivery_id = ? "
-                    "ORDER BY attempt, ts", [delivery_id]).fetchall()]
+    summary = _summary(stored)
+    attempts = [AttemptRecord(attempt=a.attempt, ts=a.ts, status=a.status, latency_ms=a.latency_ms, error=a.error)
+                for a in store.attempts_of(con, delivery_id)]
     states = endpoint_states(con, {summary.agent: (urls or {}).get(summary.agent)})
     endpoint = next(s for s in states if s.agent == summary.agent)
-    return DeliveryDetail(delivery=summary, attempts=attempts, data=msgspec.json.decode(row[-1]),
+    return DeliveryDetail(delivery=summary, attempts=attempts, data=msgspec.json.decode(stored.payload),
                           endpoint=endpoint)
 
 
 def replay(con: duckdb.DuckDBPyConnection, delivery_id: str, *, now: float, by: str) -> ReplayResult:
     """Send a dead or failed delivery again, same id, schedule restarted."""
-    row = con.execute("SELECT agent, status FROM deliveries WHERE delivery_id = ?", [delivery_id]).fetchone()
-    if row is None:
+    state = store.delivery_state(con, delivery_id)
+    if state is None:
         raise DeliveryNotFound(f"no delivery {delivery_id}")
-    agent, status = row
+    agent, status = state.agent, state.status
     if status not in REPLAYABLE:
         raise NotReplayable(f"delivery {delivery_id} is {status}; only {' or '.join(REPLAYABLE)} ones are replayed")
-    con.execute("UPDATE deliveries SET status = 'pending', next_attempt_at = ?, round_start = attempts "
-                "WHERE delivery_id = ?", [now, delivery_id])
+    store.replay_delivery(con, delivery_id, now=now)
     record_event(con, "delivery.replayed", agent, f"{delivery_id} ({status}) replayed by {by}")
-    disabled = con.execute("SELECT 1 FROM endpoints WHERE agent = ? AND disabled_at IS NOT NULL",
-                           [agent]).fetchone() is not None
+    disabled = store.endpoint_disabled(con, agent)
     return ReplayResult(delivery_id=delivery_id, status="pending", endpoint_disabled=disabled)
 
 
 def retry_now(con: duckdb.DuckDBPyConnection, delivery_id: str, *, now: float, by: str) -> ReplayResult:
     """Make a pending delivery due now (its next attempt is otherwise hours away, say)."""
-    row = con.execute("SELECT agent, status, attempts FROM deliveries WHERE delivery_id = ?",
-                      [delivery_id]).fetchone()
-    if row is None:
+    state = store.delivery_state(con, delivery_id)
+    if state is None:
         raise DeliveryNotFound(f"no delivery {delivery_id}")
-    agent, status, attempts = row
+    agent, status, attempts = state.agent, state.status, state.attempts
     if status in REPLAYABLE:
         raise NotRetryable(f"delivery {delivery_id} is {status}; replay it to send it again (same id)")
     if status != "pending":
         raise NotRetryable(f"delivery {delivery_id} is {status}; only pending ones are retried")
-    con.execute("UPDATE deliveries SET next_attempt_at = ? WHERE delivery_id = ? AND status = 'pending'",
-                [now, delivery_id])
+    store.make_due(con, delivery_id, now=now)
     record_event(con, "delivery.retried", agent,
                  f"{delivery_id} (pending, {attempts} attempt(s)) retried now by {by}")
-    disabled = con.execute("SELECT 1 FROM endpoints WHERE agent = ? AND disabled_at IS NOT NULL",
-                           [agent]).fetchone() is not None
+    disabled = store.endpoint_disabled(con, agent)
     return ReplayResult(delivery_id=delivery_id, status="pending", endpoint_disabled=disabled)
 
 
 def enable_endpoint(con: duckdb.DuckDBPyConnection, agent: str, *, by: str) -> bool:
     """Re-enable an agent's disabled webhook; False when it was not disabled."""
     agent = agent.strip().lower()
-    rows = con.execute("UPDATE endpoints SET disabled_at = NULL, reason = ? WHERE agent = ? "
-                       "AND disabled_at IS NOT NULL RETURNING agent", [f"enabled by {by}", agent]).fetchall()
-    if not rows:
+    if not store.reenable_endpoint(con, agent, reason=f"enabled by {by}"):
         return False
     record_event(con, "endpoint.enabled", agent, f"webhook re-enabled by {by}")
     return True

@@ -16,7 +16,6 @@ import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 import duckdb
 
@@ -25,6 +24,7 @@ from appliance.delivery.notify import Broadcast
 from appliance.delivery.render import render_event
 from appliance.delivery.tokens import TokenIssuer
 from appliance.store.database import Database
+from appliance.store.deliveries import StreamRow, seq_of_delivery, visible_after
 
 
 @dataclass(frozen=True)
@@ -36,15 +36,6 @@ class StreamEvent:
     event_type: str
     data: bytes
     """The envelope, exactly as a webhook body would be (with a fresh capability token)."""
-
-
-@dataclass(frozen=True)
-class _Row:
-    seq: int
-    delivery_id: str
-    event_type: str
-    created_at: datetime
-    payload: str
 
 
 MAX_CURSOR_LENGTH = 128
@@ -71,17 +62,12 @@ def resolve_cursor(con: duckdb.DuckDBPyConnection, agent: str, last_event_id: st
         if seq > _MAX_SEQ:
             raise BadCursor("Last-Event-ID is a number beyond any event's seq")
         return seq
-    row = con.execute("SELECT seq FROM deliveries WHERE delivery_id = ? AND agent = ?", [value, agent]).fetchone()
-    return int(row[0]) if row else 0
+    return seq_of_delivery(con, value, agent) or 0
 
 
-def rows_after(con: duckdb.DuckDBPyConnection, agent: str, after: int, limit: int = 100) -> list[_Row]:
+def rows_after(con: duckdb.DuckDBPyConnection, agent: str, after: int, limit: int = 100) -> list[StreamRow]:
     """The agent's visible deliveries with ``seq > after``, in order."""
-    rows = con.execute(
-        "SELECT seq, delivery_id, event_type, created_at, payload FROM deliveries "
-        "WHERE agent = ? AND seq > ? AND NOT list_contains(?::VARCHAR[], status) ORDER BY seq LIMIT ?",
-        [agent, after, list(HIDDEN_STATUSES), limit]).fetchall()
-    return [_Row(*r) for r in rows]
+    return visible_after(con, agent, after, hidden=HIDDEN_STATUSES, limit=limit)
 
 
 async def event_stream(db: Database, agent: str, after: int, *, tokens: TokenIssuer | None,
