@@ -21,6 +21,8 @@ from datetime import datetime, timedelta
 import duckdb
 import msgspec
 
+from appliance.store import audit as audit_rows
+from appliance.store import messages
 from appliance.store.database import Batch, utc
 
 GENESIS = "0" * 64
@@ -85,12 +87,11 @@ class _Heads:
     """The writer's view of every chain's head (kept across batches, dropped on rollback)."""
 
     def __init__(self, batch: Batch) -> None:
-        self.hashes = dict(batch.execute("SELECT agent, hash FROM chain_head").fetchall())
+        self.hashes = audit_rows.head_hashes(batch)
         self.stored = set(self.hashes)
         """Agents whose head row exists (updated in place; a new chain's head is inserted)."""
-        top = batch.execute("SELECT max(seq) FROM (SELECT seq FROM decisions UNION ALL SELECT through_seq FROM "
-                            "audit_checkpoints UNION ALL SELECT seq FROM chain_head)").fetchone()
-        self.next_seq = int(top[0]) + 1 if top and top[0] is not None else 1
+        top = audit_rows.top_seq(batch)
+        self.next_seq = top + 1 if top is not None else 1
         self.moved: dict[str, int] = {}
 
     def save(self, batch: Batch) -> None:
@@ -101,24 +102,15 @@ class _Heads:
         written anew, as they were before updates in place: one row per agent, at its newest seq.
         """
         moved, self.moved = self.moved, {}
-        known = [(agent, seq, self.hashes[agent]) for agent, seq in moved.items() if agent in self.stored]
-        if known:
-            if len(known) == 1:
-                found = batch.execute("UPDATE chain_head SET seq = ?, hash = ? WHERE agent = ?",
-                                      [known[0][1], known[0][2], known[0][0]]).fetchone()
-            else:
-                found = batch.execute(
-                    "UPDATE chain_head SET seq = v.seq, hash = v.hash FROM (VALUES "
-                    + ", ".join("(?, ?, ?)" for _ in known)
-                    + ") AS v(agent, seq, hash) WHERE chain_head.agent = v.agent",
-                    [value for head in known for value in head]).fetchone()
-            if found is None or int(found[0]) != len(known):
-                batch.execute(f"DELETE FROM chain_head WHERE agent IN ({', '.join('?' for _ in known)})",
-                              [agent for agent, _, _ in known])
-                self.stored.difference_update(agent for agent, _, _ in known)
+        known = [audit_rows.ChainHead(agent=agent, seq=seq, hash=self.hashes[agent])
+                 for agent, seq in moved.items() if agent in self.stored]
+        if known and audit_rows.update_heads(batch, known) != len(known):
+            agents = [head.agent for head in known]
+            audit_rows.delete_heads(batch, agents)
+            self.stored.difference_update(agents)
         for agent, seq in moved.items():
             if agent not in self.stored:
-                batch.insert("chain_head", ("agent", "seq", "hash"), (agent, seq, self.hashes[agent]))
+                audit_rows.insert_head(batch, audit_rows.ChainHead(agent=agent, seq=seq, hash=self.hashes[agent]))
                 self.stored.add(agent)
 
 
@@ -132,7 +124,7 @@ def append_decision(batch: Batch, record: DecisionRecord) -> int:
     digest = row_hash(prev, values)
     seq = heads.next_seq
     heads.next_seq += 1
-    batch.insert("decisions", _ROW, (seq, *values, prev, digest))
+    audit_rows.insert_decision(batch, _ROW, (seq, *values, prev, digest))
     heads.hashes[record.agent] = digest
     heads.moved[record.agent] = seq
     batch.before_commit(_MEMO, heads.save)
@@ -141,8 +133,7 @@ def append_decision(batch: Batch, record: DecisionRecord) -> int:
 
 def record_event(con: duckdb.DuckDBPyConnection, type_: str, agent: str | None, detail: str) -> None:
     """Append a non-decision event (policy reload, endpoint disabled...)."""
-    con.execute("INSERT INTO events (ts, type, agent, detail) VALUES (?, ?, ?, ?)",
-                [utc(), type_, agent, detail])
+    audit_rows.insert_event(con, utc(), type_, agent, detail)
 
 
 class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -184,9 +175,7 @@ class _Broken(Exception):
 def _verify_chain(con: duckdb.DuckDBPyConnection) -> VerifyReport:
     # A chain exists once its first row is appended (chain_head) and stays known after retention
     # (audit_checkpoints): listing agents from the rows alone would pass a chain whose rows all vanished.
-    agents = [str(r[0]) for r in con.execute(
-        "SELECT agent FROM decisions UNION SELECT agent FROM chain_head "
-        "UNION SELECT agent FROM audit_checkpoints ORDER BY agent").fetchall()]
+    agents = audit_rows.chain_agents(con)
     walked = [0]
     try:
         for agent in agents:
@@ -201,37 +190,32 @@ def _verify_chain(con: duckdb.DuckDBPyConnection) -> VerifyReport:
 
 
 def _verify_agent(con: duckdb.DuckDBPyConnection, agent: str, walked: list[int]) -> None:
-    cp = con.execute("SELECT through_seq, last_hash FROM audit_checkpoints WHERE agent = ? "
-                     "ORDER BY through_seq DESC LIMIT 1", [agent]).fetchone()
-    through, prev = (int(cp[0]), str(cp[1])) if cp else (0, GENESIS)
+    cp = audit_rows.latest_checkpoint(con, agent)
+    through, prev = (cp.through_seq, cp.last_hash) if cp else (0, GENESIS)
     if cp is not None:
-        stale = con.execute("SELECT min(seq) FROM decisions WHERE agent = ? AND seq <= ?", [agent, through]).fetchone()
-        if stale is not None and stale[0] is not None:
-            raise _Broken(agent, f"row {stale[0]} ({agent}): a row at or before the retention checkpoint "
-                                 f"(through seq {through}), which removed them all", seq=int(stale[0]))
-    select = (f"SELECT seq, {', '.join(_COLUMNS)}, prev_hash, row_hash FROM decisions "
-              "WHERE agent = ? AND seq > ? ORDER BY seq")
+        stale = audit_rows.first_seq_through(con, agent, through)
+        if stale is not None:
+            raise _Broken(agent, f"row {stale} ({agent}): a row at or before the retention checkpoint "
+                                 f"(through seq {through}), which removed them all", seq=stale)
     last_seq = through
-    cur = con.execute(select, [agent, through])
-    while batch := cur.fetchmany(2048):
-        for row in batch:
-            walked[0] += 1
-            seq, values, stored_prev, stored_hash = int(row[0]), tuple(row[1:-2]), row[-2], row[-1]
-            decision_id = str(values[0])
-            if stored_prev != prev:
-                before = ("the chain's start (genesis, or its retention checkpoint)" if last_seq == through
-                          else f"row {last_seq}, the one before it")
-                raise _Broken(agent, f"row {seq} ({agent}): prev_hash does not match {before}: "
-                                     "a row was removed, inserted or moved", seq, decision_id)
-            if row_hash(prev, values) != stored_hash:
-                raise _Broken(agent, f"row {seq} ({agent}): contents do not match its row_hash", seq, decision_id)
-            prev, last_seq = stored_hash, seq
-    heads = con.execute("SELECT seq, hash FROM chain_head WHERE agent = ?", [agent]).fetchall()
+    for row in audit_rows.chain_rows(con, agent, through, _COLUMNS):
+        walked[0] += 1
+        seq, values = row.seq, row.values
+        decision_id = str(values[0])
+        if row.prev_hash != prev:
+            before = ("the chain's start (genesis, or its retention checkpoint)" if last_seq == through
+                      else f"row {last_seq}, the one before it")
+            raise _Broken(agent, f"row {seq} ({agent}): prev_hash does not match {before}: "
+                                 "a row was removed, inserted or moved", seq, decision_id)
+        if row_hash(prev, values) != row.row_hash:
+            raise _Broken(agent, f"row {seq} ({agent}): contents do not match its row_hash", seq, decision_id)
+        prev, last_seq = row.row_hash, seq
+    heads = audit_rows.chain_heads(con, agent)
     if not heads:
         raise _Broken(agent, f"{agent}: the chain head is missing (rows through seq {last_seq})", last_seq or None)
     if len(heads) > 1:
-        raise _Broken(agent, f"{agent}: {len(heads)} chain heads, one expected", int(heads[0][0]))
-    head_seq, head_hash = int(heads[0][0]), str(heads[0][1])
+        raise _Broken(agent, f"{agent}: {len(heads)} chain heads, one expected", heads[0].seq)
+    head_seq, head_hash = heads[0].seq, heads[0].hash
     if head_hash != prev or head_seq != last_seq:
         if last_seq == through:
             raise _Broken(agent, f"{agent}: every row after seq {through} is missing "
@@ -243,12 +227,8 @@ def _verify_agent(con: duckdb.DuckDBPyConnection, agent: str, walked: list[int])
 def _verify_count(con: duckdb.DuckDBPyConnection) -> None:
     """Sequence numbers are handed out without gaps, so rows kept plus rows retention removed
     must account for every seq up to the newest; whole chains deleted with their heads show here."""
-    row = con.execute(
-        "SELECT (SELECT count(*) FROM decisions), (SELECT coalesce(sum(rows_removed), 0) FROM audit_checkpoints), "
-        "(SELECT max(s) FROM (SELECT max(seq) AS s FROM decisions UNION ALL SELECT max(through_seq) "
-        "FROM audit_checkpoints UNION ALL SELECT max(seq) FROM chain_head))").fetchone()
-    assert row is not None
-    kept, removed, top = int(row[0]), int(row[1]), int(row[2] or 0)
+    account = audit_rows.seq_account(con)
+    kept, removed, top = account.kept, account.removed, account.top or 0
     if kept + removed != top:
         missing = top - kept - removed
         detail = (f"{missing} decision row(s) up to seq {top} are missing, chain and head alike" if missing > 0
@@ -260,16 +240,18 @@ def _verify_stored_messages(con: duckdb.DuckDBPyConnection) -> None:
     """Every message in the store was let in by a decision. One stored after the agent's last
     retention run (which can only have removed decisions older than itself) whose decision is
     missing was removed from the chain, even when the rows after it and the head were rewritten."""
-    # inbox and quarantine: appliance.store.messages's mailboxes of mail that passed the gate
-    found = con.execute(
-        "SELECT m.email_id, m.decision_id, m.agent FROM messages m WHERE m.mailbox IN ('inbox', 'quarantine') "
-        "AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.decision_id = m.decision_id) "
-        "AND m.received_at > coalesce((SELECT max(c.ts) FROM audit_checkpoints c WHERE c.agent = m.agent), "
-        "TIMESTAMP '-infinity') ORDER BY m.received_at LIMIT 1").fetchall()
-    if found:
-        email_id, decision_id, agent = (str(v) for v in found[0])
-        raise _Broken(agent, f"{agent}: message {email_id} was stored by decision {decision_id}, "
-                             "which is missing from the chain", decision_id=decision_id)
+    # Two owners, two questions: the messages stored since each agent's last retention run, a page at a
+    # time, oldest first; then which of their decisions exist. The first message without one is named.
+    since = audit_rows.checkpoint_times(con)
+    page = messages.admitted_after(con, since)
+    while page:
+        present = audit_rows.present_decisions(con, [m.decision_id for m in page])
+        for message in page:
+            if message.decision_id not in present:
+                raise _Broken(message.agent, f"{message.agent}: message {message.email_id} was stored by decision "
+                                             f"{message.decision_id}, which is missing from the chain",
+                              decision_id=message.decision_id)
+        page = messages.admitted_after(con, since, after=page[-1])
 
 
 def apply_retention(con: duckdb.DuckDBPyConnection, agent: str, retention_days: int, now: datetime) -> int:
@@ -281,15 +263,13 @@ def apply_retention(con: duckdb.DuckDBPyConnection, agent: str, retention_days: 
     """
     cutoff_day = (now - timedelta(days=retention_days)).date()
     cutoff = datetime(cutoff_day.year, cutoff_day.month, cutoff_day.day)
-    last = con.execute("SELECT max(seq) FROM decisions WHERE agent = ? AND ts < ?", [agent, cutoff]).fetchone()
-    if last is None or last[0] is None:
+    through = audit_rows.last_seq_before(con, agent, cutoff)
+    if through is None:
         return 0
-    through = int(last[0])
-    hashed = con.execute("SELECT row_hash FROM decisions WHERE seq = ?", [through]).fetchone()
+    hashed = audit_rows.row_hash_at(con, through)
     assert hashed is not None
-    counted = con.execute("SELECT count(*) FROM decisions WHERE agent = ? AND seq <= ?", [agent, through]).fetchone()
-    removed = int(counted[0]) if counted else 0
-    con.execute("DELETE FROM decisions WHERE agent = ? AND seq <= ?", [agent, through])
-    con.execute("INSERT INTO audit_checkpoints (agent, ts, through_seq, last_hash, rows_removed, before_day) "
-                "VALUES (?, ?, ?, ?, ?, ?)", [agent, now, through, hashed[0], removed, cutoff_day])
+    removed = audit_rows.delete_chain_prefix(con, agent, through)
+    audit_rows.insert_checkpoint(con, audit_rows.Checkpoint(agent=agent, ts=now, through_seq=through,
+                                                            last_hash=hashed, rows_removed=removed,
+                                                            before_day=cutoff_day))
     return removed

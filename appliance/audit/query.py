@@ -17,10 +17,11 @@ from a SELECT (``read_text('/etc/passwd')``, ``read_csv('http://...')``). So
   (no scanning Python objects by name), ``lock_configuration=true`` (no SET
   can undo any of it).
 - The tables the query names (a word match on the SQL text, so no parse can
-  miss a reference) are copied into it from one read snapshot of the real
-  database (one transaction on the caller's connection), through the Arrow C
-  stream interface: DuckDB to DuckDB in C++, no pyarrow needed, about two
-  seconds per million decision rows. ``messages.raw`` (the stored messages'
+  miss a reference; the tables are those ``appliance.store.registry`` lists)
+  are copied into it from one read snapshot of the real database (one
+  transaction on the caller's connection), through the Arrow C stream
+  interface: DuckDB to DuckDB in C++, no pyarrow needed, about two seconds
+  per million decision rows. ``messages.raw`` (the stored messages'
   bytes) is copied only when the query names the column ``raw``. Sequences
   are not copied: ``nextval('delivery_seq')`` has nothing to advance.
 - The query runs there under a statement time limit (a timer calls
@@ -77,6 +78,9 @@ import duckdb
 import msgspec
 
 from appliance.errors import InputError, Problem
+from appliance.store import audit as audit_rows
+from appliance.store.audit import AuditFilter, export_parquet
+from appliance.store.registry import FAMILIES
 
 Format = Literal["table", "json", "csv"]
 
@@ -245,8 +249,9 @@ def _copy_named_tables(src: duckdb.DuckDBPyConnection, sandbox: duckdb.DuckDBPyC
         tables: dict[str, list[str]] = {}
         for table, column in listed:
             tables.setdefault(str(table), []).append(str(column))
-        for table, columns in tables.items():
-            if not _names(sql, table):
+        for table in (t for family in FAMILIES for t in family.tables):
+            columns = tables.get(table)  # a sequence (or a table not created yet) has no columns to copy
+            if columns is None or not _names(sql, table):
                 continue
             on_request = _ON_REQUEST.get(table, frozenset())
             keep = [c for c in columns if c not in on_request or _names(sql, c)]
@@ -302,43 +307,10 @@ class SqlRequest(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """Seconds the query may take."""
 
 
-class AuditFilter(msgspec.Struct, frozen=True, kw_only=True):
-    """Filters of ``GET /api/v1/audit``; pagination by ``after`` (the last seq seen)."""
-
-    since: datetime | None = None
-    until: datetime | None = None
-    action: str | None = None
-    sender: str | None = None
-    agent: str | None = None
-    after: int = 0
-    limit: int = 100
-
-
 def decisions_page(con: duckdb.DuckDBPyConnection, flt: AuditFilter) -> QueryResult:
-    """Decision rows matching ``flt`` in seq order, at most ``limit`` after ``after``."""
-    where: list[str] = ["seq > ?"]
-    args: list[object] = [flt.after]
-    for column, op, value in (("ts", ">=", flt.since), ("ts", "<", flt.until), ("action", "=", flt.action),
-                              ("lower(header_from)", "=", flt.sender.lower() if flt.sender else None),
-                              ("agent", "=", flt.agent.lower() if flt.agent else None)):
-        if value is not None:
-            where.append(f"{column} {op} ?")
-            args.append(value)
-    cur = con.execute(f"SELECT * EXCLUDE (prev_hash, row_hash), row_hash FROM decisions "
-                      f"WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?", [*args, min(max(flt.limit, 1), 1000)])
-    columns = [d[0] for d in cur.description or []]
-    return QueryResult(columns=columns, rows=[[_plain(v) for v in row] for row in cur.fetchall()])
-
-
-def export_parquet(con: duckdb.DuckDBPyConnection, out: Path) -> int:
-    """Write every decision row, in seq order, to the Parquet file ``out``; return the row count.
-
-    ``out`` is written as given (replaced if it exists): callers pass a path of their own
-    (``writing_to``, or a private temporary directory).
-    """
-    path = str(out).replace("'", "''")
-    counted = con.execute(f"COPY (SELECT * FROM decisions ORDER BY seq) TO '{path}' (FORMAT parquet)").fetchone()
-    return int(counted[0]) if counted else 0
+    """Decision rows matching ``flt`` in seq order, at most ``limit`` after ``after``, in their wire form."""
+    page = audit_rows.decisions_page(con, flt)
+    return QueryResult(columns=page.columns, rows=[[_plain(v) for v in row] for row in page.rows])
 
 
 @contextlib.contextmanager

@@ -17,9 +17,11 @@ __all__ = [
     "QUARANTINE",
     "SCHEMA",
     "SENT",
+    "AdmittedMessage",
     "MessageSummary",
     "MessageThread",
     "StoredMessage",
+    "admitted_after",
     "delete_message",
     "get_message",
     "latest_with_message_id",
@@ -232,6 +234,30 @@ def delete_message(con: duckdb.DuckDBPyConnection, email_id: str, *, mailbox: st
     """Delete a message (only from ``mailbox`` when given); False when there was none."""
     query = "DELETE FROM messages WHERE email_id = ?" + (" AND mailbox = ?" if mailbox else "") + " RETURNING email_id"
     return bool(con.execute(query, [email_id, *([mailbox] if mailbox else [])]).fetchall())
+
+
+class AdmittedMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A message the gate let in (inbox or quarantine), with the decision that stored it."""
+
+    email_id: str
+    decision_id: str
+    agent: str
+    received_at: datetime
+
+
+def admitted_after(con: duckdb.DuckDBPyConnection, since: dict[str, datetime], *,
+                   after: AdmittedMessage | None = None, limit: int = 16384) -> list[AdmittedMessage]:
+    """A page of inbox and quarantine messages received after their agent's time in ``since`` (any time for an
+    agent not in it), oldest first (then by email_id), from the one after ``after``."""
+    page = "" if after is None else "AND (m.received_at > ? OR (m.received_at = ? AND m.email_id > ?)) "
+    rows = con.execute(
+        "SELECT m.email_id, m.decision_id, m.agent, m.received_at FROM messages m "
+        "LEFT JOIN (SELECT unnest(?::VARCHAR[]) AS agent, unnest(?::TIMESTAMP[]) AS since) s ON s.agent = m.agent "
+        "WHERE m.mailbox IN ('inbox', 'quarantine') AND m.received_at > coalesce(s.since, TIMESTAMP '-infinity') "
+        + page + "ORDER BY m.received_at, m.email_id LIMIT ?",
+        [list(since), list(since.values()),
+         *([] if after is None else [after.received_at, after.received_at, after.email_id]), limit]).fetchall()
+    return [AdmittedMessage(email_id=e, decision_id=d, agent=a, received_at=r) for e, d, a, r in rows]
 
 
 class MessageThread(msgspec.Struct, frozen=True, kw_only=True):
