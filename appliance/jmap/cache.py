@@ -30,9 +30,10 @@ from datetime import datetime
 import duckdb
 import msgspec
 
-from appliance.jmap import local
 from appliance.jmap.changes import AccountStates
 from appliance.jmap.proto import MethodError
+from appliance.store import jmap as jmap_store
+from appliance.store.changes import changed_ids_between
 
 ROW_CACHE = 20_000
 """Email rows kept per account (least recently read dropped first)."""
@@ -66,9 +67,9 @@ class AccountIndex:
         self._entries: dict[str, _Entry] = {}
         self._lists: dict[str | None, list[Key]] = {}
         self._threads: dict[str | None, Counter[str]] = {}
-        self._rows: OrderedDict[str, local.EmailRow] = OrderedDict()
+        self._rows: OrderedDict[str, jmap_store.EmailRow] = OrderedDict()
         self._sets: dict[frozenset[str], frozenset[str]] = {}
-        self._counts: tuple[tuple[str, int], dict[str, tuple[int, int, int, int]]] | None = None
+        self._counts: tuple[tuple[str, int], dict[str, jmap_store.MailboxCounts]] | None = None
 
     # -- keeping in step ---------------------------------------------------------------------------
 
@@ -82,9 +83,7 @@ class AccountIndex:
         elif self.version > head:
             return False
         else:
-            changed = [str(r[0]) for r in con.execute(
-                "SELECT DISTINCT id FROM jmap_changes WHERE agent = ? AND type = 'Email' AND state > ? AND state <= ?",
-                [self.agent, self.version, head]).fetchall()]
+            changed = changed_ids_between(con, self.agent, "Email", self.version, head)
             self._refresh(con, changed)
         self.epoch, self.version = states.epoch, head
         return True
@@ -94,12 +93,11 @@ class AccountIndex:
         self._lists.clear()
         self._threads.clear()
         self._rows.clear()
-        rows = con.execute("SELECT email_id, received_at, thread_id, mailbox_ids FROM jmap_emails WHERE agent = ? "
-                           "ORDER BY received_at, email_id", [self.agent]).fetchall()
         everything: list[Key] = []
-        for email_id, received_at, thread_id, mailbox_ids in rows:
-            entry = _Entry((received_at, email_id), thread_id, self._intern(mailbox_ids))
-            self._entries[email_id] = entry
+        for row in jmap_store.listed_emails(con, self.agent):
+            thread_id = row.thread_id
+            entry = _Entry((row.received_at, row.email_id), thread_id, self._intern(row.mailbox_ids))
+            self._entries[row.email_id] = entry
             everything.append(entry.key)
             self._threads.setdefault(None, Counter())[thread_id] += 1
             for mailbox in entry.mailbox_ids:
@@ -117,14 +115,12 @@ class AccountIndex:
         for email_id in ids:
             self._remove(email_id)
             self._rows.pop(email_id, None)
-        rows = con.execute("SELECT email_id, received_at, thread_id, mailbox_ids FROM jmap_emails WHERE email_id IN "
-                           "(SELECT unnest(?::VARCHAR[])) AND agent = ?", [ids, self.agent]).fetchall()
-        for email_id, received_at, thread_id, mailbox_ids in rows:
-            entry = _Entry((received_at, email_id), thread_id, self._intern(mailbox_ids))
-            self._entries[email_id] = entry
+        for row in jmap_store.listed_emails_among(con, self.agent, ids):
+            entry = _Entry((row.received_at, row.email_id), row.thread_id, self._intern(row.mailbox_ids))
+            self._entries[row.email_id] = entry
             for mailbox in (None, *entry.mailbox_ids):
                 bisect.insort(self._lists.setdefault(mailbox, []), entry.key)
-                self._threads.setdefault(mailbox, Counter())[thread_id] += 1
+                self._threads.setdefault(mailbox, Counter())[row.thread_id] += 1
 
     def _remove(self, email_id: str) -> None:
         entry = self._entries.pop(email_id, None)
@@ -141,12 +137,12 @@ class AccountIndex:
                 if counter[entry.thread_id] <= 0:
                     del counter[entry.thread_id]
 
-    def counts(self, con: duckdb.DuckDBPyConnection, states: AccountStates) -> dict[str, tuple[int, int, int, int]]:
-        """Mailbox counts (``local.mailbox_counts``) at the snapshot's Email state, computed once per state."""
+    def counts(self, con: duckdb.DuckDBPyConnection, states: AccountStates) -> dict[str, jmap_store.MailboxCounts]:
+        """Mailbox counts (``jmap_store.mailbox_counts``) at the snapshot's Email state, computed once per state."""
         at = (states.epoch, states.heads.get("Email", (0, 0))[0])
         if self._counts is not None and self._counts[0] == at:
             return self._counts[1]
-        counts = local.mailbox_counts(con, self.agent)
+        counts = jmap_store.mailbox_counts(con, self.agent)
         self._counts = (at, counts)
         return counts
 
@@ -198,11 +194,11 @@ class AccountIndex:
                 out.append(key[1])
         return out
 
-    def spans(self, ids: list[str], gap: int = 4_096) -> list[local.Span]:
+    def spans(self, ids: list[str], gap: int = 4_096) -> list[jmap_store.Span]:
         """The account's ``ids`` in runs of nearby arrival (at most ``gap`` emails apart), each with its range."""
         everything = self._lists.get(None, [])
         keys = sorted(self._entries[i].key for i in ids if i in self._entries)
-        runs: list[local.Span] = []
+        runs: list[jmap_store.Span] = []
         last = -gap - 1
         for key in keys:
             at = bisect.bisect_left(everything, key)
@@ -214,9 +210,9 @@ class AccountIndex:
             last = at
         return runs
 
-    def rows(self, con: duckdb.DuckDBPyConnection, ids: list[str]) -> dict[str, local.EmailRow]:
+    def rows(self, con: duckdb.DuckDBPyConnection, ids: list[str]) -> dict[str, jmap_store.EmailRow]:
         """The index rows of those of ``ids`` that are the account's."""
-        found: dict[str, local.EmailRow] = {}
+        found: dict[str, jmap_store.EmailRow] = {}
         missing = []
         for email_id in ids:
             row = self._rows.get(email_id)
@@ -226,7 +222,7 @@ class AccountIndex:
             elif email_id in self._entries:
                 missing.append(email_id)
         if missing:
-            fetched = local.email_rows(con, self.agent, missing, self.spans(missing))
+            fetched = jmap_store.email_rows(con, self.agent, missing, self.spans(missing))
             found.update(fetched)
             self._rows.update(fetched)
             while len(self._rows) > ROW_CACHE:

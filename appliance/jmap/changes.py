@@ -43,19 +43,18 @@ __all__ = [
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import NamedTuple
 
 import duckdb
 import msgspec
 
+from appliance.store import changes as change_log
+from appliance.store.changes import Change
 from appliance.store.database import Batch, utc
 
 TYPES = ("Email", "Mailbox", "Thread", "EmailDelivery", "EmailSubmission")
 """The types whose changes are logged (Identity's state is derived from its content: ``identity``)."""
 RETENTION = timedelta(days=30)
 """Changes are kept this long; ``/changes`` from an older state is ``cannotCalculateChanges``."""
-
-_PENDING = ("agent", "type", "id", "ts")
 
 
 def record_created(target: Batch | duckdb.DuckDBPyConnection, agent: str, type_: str, id_: str) -> None:
@@ -67,19 +66,7 @@ def record_created(target: Batch | duckdb.DuckDBPyConnection, agent: str, type_:
     """
     if type_ != "Email":
         raise ValueError(f"record_created: only Email records are taken from other rooms, not {type_!r}")
-    row = (agent.lower(), type_, id_, utc())
-    if isinstance(target, Batch):
-        target.insert("jmap_pending", _PENDING, row)
-    else:
-        target.execute("INSERT INTO jmap_pending (agent, type, id, ts) VALUES (?, ?, ?, ?)", list(row))
-
-
-class Change(NamedTuple):
-    type: str
-    id: str
-    kind: str
-    """``created``, ``updated``, ``destroyed``, or ``counts`` (only a Mailbox's counts changed)."""
-    thread_id: str | None = None
+    change_log.queue_pending(target, agent.lower(), type_, id_, utc())
 
 
 class AccountStates(msgspec.Struct, frozen=True):
@@ -106,22 +93,17 @@ def parse_state(value: str, epoch: str) -> int | None:
 
 def ensure_account(con: duckdb.DuckDBPyConnection, agent: str) -> bool:
     """Create the account's counter and heads if missing; True when it was created now."""
-    if con.execute("SELECT 1 FROM jmap_accounts WHERE agent = ?", [agent]).fetchone():
+    if change_log.account_exists(con, agent):
         return False
-    con.execute("INSERT INTO jmap_accounts (agent, epoch, counter) VALUES (?, ?, 0)", [agent, secrets.token_hex(4)])
-    con.execute("INSERT INTO jmap_heads (agent, type, state, floor) SELECT ?, unnest(?::VARCHAR[]), 0, 0",
-                [agent, list(TYPES)])
+    change_log.create_account(con, agent, secrets.token_hex(4), TYPES)
     return True
 
 
 def read_states(con: duckdb.DuckDBPyConnection, agent: str) -> AccountStates | None:
-    rows = con.execute("SELECT '', epoch, counter, 0 FROM jmap_accounts WHERE agent = ? UNION ALL "
-                       "SELECT type, NULL, state, floor FROM jmap_heads WHERE agent = ?", [agent, agent]).fetchall()
-    account = next((r for r in rows if r[0] == ""), None)
+    account = change_log.read_account(con, agent)
     if account is None:
         return None
-    heads = {str(r[0]): (int(r[2]), int(r[3])) for r in rows if r[0] != ""}
-    return AccountStates(epoch=str(account[1]), counter=int(account[2]), heads=heads)
+    return AccountStates(epoch=account.epoch, counter=account.counter, heads=account.heads)
 
 
 def log_changes(con: duckdb.DuckDBPyConnection, agent: str, changes: Sequence[Change],
@@ -129,25 +111,17 @@ def log_changes(con: duckdb.DuckDBPyConnection, agent: str, changes: Sequence[Ch
     """Give each change the account's next state number; return each type's new state."""
     if not changes:
         return {}
-    row = con.execute("UPDATE jmap_accounts SET counter = counter + ? WHERE agent = ? RETURNING counter",
-                      [len(changes), agent]).fetchone()
-    if row is None:
+    counter = change_log.advance_counter(con, agent, len(changes))
+    if counter is None:
         ensure_account(con, agent)
         return log_changes(con, agent, changes, now)
-    first = int(row[0]) - len(changes) + 1
+    first = counter - len(changes) + 1
     states = list(range(first, first + len(changes)))
-    con.execute(
-        "INSERT INTO jmap_changes (seq, agent, type, state, id, kind, thread_id, ts) "
-        "SELECT nextval('jmap_log_seq'), ?, c.t, c.s, c.i, c.k, c.th, ? FROM (SELECT unnest(?::VARCHAR[]) AS t, "
-        "unnest(?::BIGINT[]) AS s, unnest(?::VARCHAR[]) AS i, unnest(?::VARCHAR[]) AS k, "
-        "unnest(?::VARCHAR[]) AS th) AS c",
-        [agent, now or utc(), [c.type for c in changes], states, [c.id for c in changes],
-         [c.kind for c in changes], [c.thread_id for c in changes]])
+    change_log.append_changes(con, agent, changes, states, now or utc())
     heads: dict[str, int] = {}
     for change, state in zip(changes, states, strict=True):
         heads[change.type] = state
-    con.execute("UPDATE jmap_heads SET state = h.s FROM (SELECT unnest(?::VARCHAR[]) AS t, unnest(?::BIGINT[]) AS s) "
-                "AS h WHERE jmap_heads.agent = ? AND jmap_heads.type = h.t", [list(heads), list(heads.values()), agent])
+    change_log.set_heads(con, agent, heads)
     return heads
 
 
@@ -175,16 +149,14 @@ def changes_since(con: duckdb.DuckDBPyConnection, agent: str, type_: str, since:
     head, floor = states.heads.get(type_, (0, 0))
     if since < floor or since > states.counter:
         raise CannotCalculate
-    rows = con.execute("SELECT id, kind, state FROM jmap_changes WHERE agent = ? AND type = ? AND state > ? "
-                       "ORDER BY state", [agent, type_, since]).fetchall()
     kinds: dict[str, set[str]] = {}
     new_state, has_more = max(head, since), False
-    for id_, kind, state in rows:
-        if id_ not in kinds and max_changes is not None and len(kinds) >= max_changes:
+    for logged in change_log.log_since(con, agent, type_, since):
+        if logged.id not in kinds and max_changes is not None and len(kinds) >= max_changes:
             has_more = True
             break
-        kinds.setdefault(str(id_), set()).add(str(kind))
-        new_state = int(state)
+        kinds.setdefault(logged.id, set()).add(logged.kind)
+        new_state = logged.state
     present = exists(list(kinds)) if kinds else set()
     created, updated, destroyed = [], [], []
     counts_only = True
@@ -201,39 +173,21 @@ def changes_since(con: duckdb.DuckDBPyConnection, agent: str, type_: str, since:
                      counts_only=counts_only and bool(updated))
 
 
-def changed_rows(con: duckdb.DuckDBPyConnection, agent: str, type_: str,
-                 since: int) -> list[tuple[str, str, str | None]]:
-    """(id, kind, thread_id) of every change of ``type_`` after ``since``, oldest first (queryChanges)."""
-    return [(str(i), str(k), t) for i, k, t in con.execute(
-        "SELECT id, kind, thread_id FROM jmap_changes WHERE agent = ? AND type = ? AND state > ? ORDER BY state",
-        [agent, type_, since]).fetchall()]
-
-
-def latest_seq(con: duckdb.DuckDBPyConnection) -> int:
-    row = con.execute("SELECT max(seq) FROM jmap_changes").fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
-
-
 def changed_after(con: duckdb.DuckDBPyConnection, seq: int) -> tuple[int, dict[str, set[str]]]:
     """The log's last position, and which types of which accounts changed after position ``seq`` (push)."""
-    rows = con.execute("SELECT agent, type, max(seq) FROM jmap_changes WHERE seq > ? GROUP BY agent, type",
-                       [seq]).fetchall()
     changed: dict[str, set[str]] = {}
     top = seq
-    for agent, type_, at in rows:
-        changed.setdefault(str(agent), set()).add(str(type_))
-        top = max(top, int(at))
+    for logged in change_log.log_after(con, seq):
+        changed.setdefault(logged.agent, set()).add(logged.type)
+        top = max(top, logged.seq)
     return top, changed
 
 
 def prune(con: duckdb.DuckDBPyConnection, now: datetime | None = None, keep: timedelta = RETENTION) -> int:
     """Remove changes older than ``keep``, raising each type's floor to the newest state removed."""
     horizon = (now or utc()) - keep
-    con.execute("UPDATE jmap_heads SET floor = d.top FROM (SELECT agent, type, max(state) AS top FROM jmap_changes "
-                "WHERE ts < ? GROUP BY agent, type) AS d WHERE jmap_heads.agent = d.agent AND "
-                "jmap_heads.type = d.type AND d.top > jmap_heads.floor", [horizon])
-    removed = con.execute("DELETE FROM jmap_changes WHERE ts < ? RETURNING 1", [horizon]).fetchall()
-    return len(removed)
+    change_log.raise_floors(con, horizon)
+    return change_log.delete_changes_before(con, horizon)
 
 
 def unique(items: Iterable[str]) -> list[str]:

@@ -35,7 +35,7 @@ from appliance.jmap.core import (
     states_of,
     write,
 )
-from appliance.jmap.local import EmailRow, IndexEntry
+from appliance.jmap.local import IndexEntry
 from appliance.jmap.mime import PartInfo, Summary, utc_date
 from appliance.jmap.proto import (
     GATE_PROPERTY,
@@ -54,7 +54,10 @@ from appliance.jmap.proto import (
 from appliance.jmap.query import compile_query, query_changes, run_query, valid_keyword
 from appliance.jmap.router import Call, method
 from appliance.mail import ReadingLimits, read_message
+from appliance.store import jmap as jmap_store
+from appliance.store.audit import decision_views
 from appliance.store.database import Batch
+from appliance.store.jmap import EmailRow
 
 METADATA = ["id", "blobId", "threadId", "mailboxIds", "keywords", "size", "receivedAt"]
 CONVENIENCE = ["messageId", "inReplyTo", "references", "sender", "from", "to", "cc", "bcc", "replyTo", "subject",
@@ -168,7 +171,7 @@ def email_object(row: EmailRow, properties: list[str], body_properties: list[str
         elif prop == GATE_PROPERTY:
             out[prop] = gate
         else:
-            summary = summary or row.summary
+            summary = summary or local.summary_of(row)
             if prop in CONVENIENCE:
                 out[prop] = summary.headers.get(prop)
             elif prop == "headers":
@@ -213,10 +216,7 @@ def _gate_views(call: Call, con: duckdb.DuckDBPyConnection, agent: str, rows: li
     decision_ids = [r.decision_id for r in rows if r.decision_id]
     if not decision_ids:
         return {}
-    found = con.execute("SELECT decision_id, action, reason, rule, capabilities, spf, dkim, dmarc, ts, thread_id, "
-                        "intake FROM decisions WHERE decision_id IN (SELECT unnest(?::VARCHAR[])) AND agent = ?",
-                        [decision_ids, agent]).fetchall()
-    by_id = {str(r[0]): r for r in found}
+    by_id = {d.decision_id: d for d in decision_views(con, agent, decision_ids)}
     tokens = call.service.tokens()
     views: dict[str, dict[str, Any] | None] = {}
     for row in rows:
@@ -225,13 +225,14 @@ def _gate_views(call: Call, con: duckdb.DuckDBPyConnection, agent: str, rows: li
             views[row.email_id] = None
             continue
         token = None
-        if tokens is not None and d[1] == "accept" and row.source == "store" and d[10] != "outbound":
-            token = tokens.issue(agent=agent, thread_id=row.thread_id, decision_id=str(d[0]),
-                                 capabilities=list(d[4] or []), email_id=row.email_id)
+        if tokens is not None and d.action == "accept" and row.source == "store" and d.intake != "outbound":
+            token = tokens.issue(agent=agent, thread_id=row.thread_id, decision_id=str(d.decision_id),
+                                 capabilities=list(d.capabilities or []), email_id=row.email_id)
         views[row.email_id] = {
-            "decisionId": d[0], "action": d[1], "reason": d[2], "rule": d[3], "capabilities": list(d[4] or []),
-            "authResults": {"spf": d[5], "dkim": d[6], "dmarc": d[7]}, "decidedAt": utc_date(d[8]),
-            "intake": d[10], "capabilityToken": token}
+            "decisionId": d.decision_id, "action": d.action, "reason": d.reason, "rule": d.rule,
+            "capabilities": list(d.capabilities or []),
+            "authResults": {"spf": d.spf, "dkim": d.dkim, "dmarc": d.dmarc}, "decidedAt": utc_date(d.ts),
+            "intake": d.intake, "capabilityToken": token}
     return views
 
 
@@ -251,7 +252,7 @@ async def email_get(call: Call, arguments: dict[str, Any]) -> dict[str, Any]:
     def work(con: duckdb.DuckDBPyConnection) -> tuple[str, dict[str, EmailRow], dict[str, bytes], dict[str, Any]]:
         states = states_of(con, agent)
         state = states.state("Email")
-        if ids is None and local.email_count(con, agent) > limit:
+        if ids is None and jmap_store.email_count(con, agent) > limit:
             raise MethodError("requestTooLarge", f"the account has more than {limit} emails: give ids")
         rows = None
         if ids is not None:
@@ -259,7 +260,7 @@ async def email_get(call: Call, arguments: dict[str, Any]) -> dict[str, Any]:
                 if index.sync(con, states):
                     rows = index.rows(con, ids)
         if rows is None:
-            rows = local.email_rows(con, agent, ids)
+            rows = jmap_store.email_rows(con, agent, ids)
         raws = local.raws(con, agent, list(rows.values())) if needs_raw and rows else {}
         views = _gate_views(call, con, agent, list(rows.values())) if gate else {}
         return state, rows, raws, views
@@ -283,7 +284,7 @@ async def email_changes(call: Call, arguments: dict[str, Any]) -> dict[str, Any]
 
     def work(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         states, found = compute_changes(con, agent, "Email", args.since_state,
-                                        lambda ids: local.existing_emails(con, agent, ids), args.max_changes)
+                                        lambda ids: jmap_store.existing_emails(con, agent, ids), args.max_changes)
         return changes_answer(args.account_id, args.since_state, states, found)
 
     return await read(call, work)
@@ -436,7 +437,7 @@ def _prepare_import(raw: bytes | None, received_at: str | None, now: float) -> _
 
 def _thread_for(con: duckdb.DuckDBPyConnection, agent: str, summary: Summary) -> str:
     refs = [f"<{i}>" for i in [*(summary.headers.get("references") or []), *(summary.headers.get("inReplyTo") or [])]]
-    return local.thread_of_references(con, agent, refs) or local.new_id("T")
+    return jmap_store.thread_of_references(con, agent, refs) or local.new_id("T")
 
 
 def _insert_local(batch: Batch, agent: str, prepared: _Prepared, mailbox_ids: list[str], keywords: list[str],
@@ -446,7 +447,7 @@ def _insert_local(batch: Batch, agent: str, prepared: _Prepared, mailbox_ids: li
     email_id = local.new_id("k")
     thread_id = _thread_for(con, agent, prepared.summary)
     tracker.before([email_id], threads=[thread_id])
-    local.save_local(batch, agent, email_id, prepared.raw)
+    jmap_store.save_local(batch, agent, email_id, prepared.raw)
     local.insert_emails(batch, [IndexEntry(
         email_id=email_id, agent=agent, source="local", thread_id=thread_id, mailbox_ids=mailbox_ids,
         keywords=keywords, received_at=prepared.received_at, size=len(prepared.raw), decision_id=None,
@@ -462,7 +463,7 @@ def _email_set(batch: Batch, agent: str, args: SetArgs, created_ids: dict[str, s
     states = states_of(con, agent)
     check_state(states, "Email", args.if_in_state)
     outcome = SetOutcome(old_state=states.state("Email"))
-    known = {m.id for m in local.mailboxes(con, agent)}
+    known = {m.id for m in jmap_store.mailboxes(con, agent)}
     ids = dict(created_ids)
 
     def resolve(value: str) -> str | None:
@@ -489,7 +490,7 @@ def _email_set(batch: Batch, agent: str, args: SetArgs, created_ids: dict[str, s
         ids[creation_id] = created["id"]
     updates: dict[str, tuple[list[str], list[str]]] = {}
     wanted = [resolve(i) or i for i in (args.update or {})]
-    rows = local.email_rows(con, agent, wanted) if wanted else {}
+    rows = jmap_store.email_rows(con, agent, wanted) if wanted else {}
     current = {i: (list(r.mailbox_ids), list(r.keywords)) for i, r in rows.items()}
     for raw_id, patch in (args.update or {}).items():
         email_id = resolve(raw_id) or raw_id
@@ -520,11 +521,11 @@ def _email_set(batch: Batch, agent: str, args: SetArgs, created_ids: dict[str, s
         outcome.updated[email_id] = None
     if updates:
         tracker.before(list(updates))
-        local.set_email_state(con, agent, updates)
+        jmap_store.set_email_state(con, agent, updates)
     destroy = []
     for raw_id in args.destroy or []:
         email_id = resolve(raw_id) or raw_id
-        if email_id in destroy or not local.existing_emails(con, agent, [email_id]):
+        if email_id in destroy or not jmap_store.existing_emails(con, agent, [email_id]):
             outcome.not_destroyed[raw_id] = SetError("notFound")
             continue
         destroy.append(email_id)
@@ -580,7 +581,7 @@ def _email_import(batch: Batch, agent: str, args: EmailImportArgs, created_ids: 
     states = states_of(con, agent)
     check_state(states, "Email", args.if_in_state)
     outcome = SetOutcome(old_state=states.state("Email"))
-    known = {m.id for m in local.mailboxes(con, agent)}
+    known = {m.id for m in jmap_store.mailboxes(con, agent)}
     tracker = local.EmailTracker(con, agent)
 
     def resolve(value: str) -> str | None:

@@ -1,14 +1,17 @@
 """The sandbox's JMAP store: the email index, mailboxes, local mail and uploads over the appliance's DuckDB.
 
 The store (``messages``) keeps what the gate let in and what agents sent;
-this module keeps the JMAP view of it and nothing else writes its tables:
+the JMAP view of it is ``appliance.store.jmap``'s tables (their statements
+live there, the states and the change log in ``appliance.store.changes``),
+and this module is what the JMAP methods ask of them:
 
 - ``jmap_emails``: one row per Email an agent can see, with what listings and
   filters need (mailboxIds, keywords, header properties, sort keys, preview,
   search text, the body structure as JSON). Filled by the indexer from
   ``messages`` (inbox and sent only: quarantined mail is not the agent's) and
   by Email/set and Email/import for mail written through JMAP (``jmap_local``
-  holds its bytes).
+  holds its bytes). ``index_values`` computes a row; ``EmailTracker`` says
+  what a write to it changed.
 - ``jmap_mailboxes``: the five role mailboxes of every account and the ones
   agents make.
 - ``jmap_blobs``: uploads (RFC 8620 6.1).
@@ -23,18 +26,27 @@ from __future__ import annotations
 __all__ = [
     "ROLES",
     "STORE_MAILBOXES",
-    "EmailRow",
     "EmailTracker",
     "IndexEntry",
-    "MailboxRow",
     "account_id",
     "blob_data",
+    "delete_emails",
+    "email_blob_id",
     "email_raw",
-    "email_rows",
     "ensure_account",
-    "mailbox_counts",
-    "mailboxes",
+    "fingerprint",
+    "fingerprint_and_pending",
+    "index_values",
+    "insert_emails",
+    "new_id",
+    "raws",
+    "save_blob",
     "snapshot",
+    "summary_of",
+    "time_runs",
+    "unindexed",
+    "vanished",
+    "visible_count",
 ]
 
 import hashlib
@@ -50,14 +62,18 @@ import msgspec
 from appliance.jmap import changes
 from appliance.jmap.changes import Change
 from appliance.jmap.mime import Summary, address_search, address_sort, parse_utc, subject_sort
+from appliance.store import audit, messages
+from appliance.store import changes as change_log
+from appliance.store import jmap as jmap_store
 from appliance.store.database import Batch, utc
+from appliance.store.jmap import EmailRow, IndexedEmail, Span, UnindexedMessage
 
 T = TypeVar("T")
 
 ROLES = (("inbox", "Inbox", 1), ("drafts", "Drafts", 2), ("sent", "Sent", 3), ("archive", "Archive", 4),
          ("trash", "Trash", 5))
 """(role, name, sortOrder) of the mailboxes every account has; each one's id is its role."""
-STORE_MAILBOXES = {"inbox": "inbox", "sent": "sent"}
+STORE_MAILBOXES = {messages.INBOX: "inbox", messages.SENT: "sent"}
 """The store's mailboxes an agent sees, and the JMAP mailbox each one's messages start in."""
 
 _SUMMARY_DECODER = msgspec.json.Decoder(Summary)
@@ -89,182 +105,26 @@ def ensure_account(con: duckdb.DuckDBPyConnection, agent: str) -> None:
     """The account's states and role mailboxes, created (and logged) the first time."""
     if not changes.ensure_account(con, agent):
         return
-    con.execute("INSERT INTO jmap_mailboxes (agent, id, name, parent_id, role, sort_order, is_subscribed) "
-                "SELECT ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), NULL, unnest(?::VARCHAR[]), "
-                "unnest(?::BIGINT[]), true",
-                [agent, [r for r, _, _ in ROLES], [n for _, n, _ in ROLES], [r for r, _, _ in ROLES],
-                 [o for _, _, o in ROLES]])
+    jmap_store.insert_role_mailboxes(con, agent, ROLES)
     changes.log_changes(con, agent, [Change("Mailbox", role, "created") for role, _, _ in ROLES])
-
-
-class MailboxRow(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    name: str
-    parent_id: str | None
-    role: str | None
-    sort_order: int
-    is_subscribed: bool
-
-
-_MAILBOX_COLUMNS = "id, name, parent_id, role, sort_order, is_subscribed"
-
-
-def mailboxes(con: duckdb.DuckDBPyConnection, agent: str, ids: Sequence[str] | None = None) -> list[MailboxRow]:
-    where, args = "agent = ?", [agent]
-    if ids is not None:
-        where += " AND id IN (SELECT unnest(?::VARCHAR[]))"
-        args.append(list(ids))  # type: ignore[arg-type]
-    rows = con.execute(f"SELECT {_MAILBOX_COLUMNS} FROM jmap_mailboxes WHERE {where} ORDER BY sort_order, name, id",
-                       args).fetchall()
-    return [MailboxRow(id=r[0], name=r[1], parent_id=r[2], role=r[3], sort_order=int(r[4]), is_subscribed=r[5])
-            for r in rows]
-
-
-def insert_mailbox(con: duckdb.DuckDBPyConnection, agent: str, row: MailboxRow) -> None:
-    con.execute("INSERT INTO jmap_mailboxes (agent, id, name, parent_id, role, sort_order, is_subscribed) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [agent, row.id, row.name, row.parent_id, row.role, row.sort_order, row.is_subscribed])
-
-
-def update_mailbox(con: duckdb.DuckDBPyConnection, agent: str, row: MailboxRow) -> None:
-    con.execute("UPDATE jmap_mailboxes SET name = ?, parent_id = ?, role = ?, sort_order = ?, is_subscribed = ? "
-                "WHERE agent = ? AND id = ?",
-                [row.name, row.parent_id, row.role, row.sort_order, row.is_subscribed, agent, row.id])
-
-
-def delete_mailbox(con: duckdb.DuckDBPyConnection, agent: str, mailbox_id: str) -> None:
-    con.execute("DELETE FROM jmap_mailboxes WHERE agent = ? AND id = ?", [agent, mailbox_id])
-
-
-def mailbox_counts(con: duckdb.DuckDBPyConnection, agent: str) -> dict[str, tuple[int, int, int, int]]:
-    """mailbox id -> (totalEmails, unreadEmails, totalThreads, unreadThreads), RFC 8621 2's rules.
-
-    Unread: neither ``$seen`` nor ``$draft``. A thread counts as unread in a mailbox holding one of
-    its emails when any of its emails is unread, except that mail only in the trash is ignored for
-    the other mailboxes, and mail outside the trash for the trash.
-    """
-    rows = con.execute("""
-        WITH e AS (
-            SELECT thread_id, mailbox_ids,
-                   NOT (list_contains(keywords, '$seen') OR list_contains(keywords, '$draft')) AS unread,
-                   list_contains(mailbox_ids, 'trash') AS in_trash,
-                   mailbox_ids = ['trash'] AS only_trash
-            FROM jmap_emails WHERE agent = ?),
-        t AS (
-            SELECT thread_id, bool_or(unread AND NOT only_trash) AS unread_outside,
-                   bool_or(unread AND in_trash) AS unread_trash
-            FROM e GROUP BY thread_id),
-        m AS (SELECT unnest(mailbox_ids) AS mailbox, thread_id, unread FROM e)
-        SELECT m.mailbox, count(*), count(*) FILTER (WHERE m.unread), count(DISTINCT m.thread_id),
-               count(DISTINCT m.thread_id) FILTER (WHERE CASE WHEN m.mailbox = 'trash' THEN t.unread_trash
-                                                             ELSE t.unread_outside END)
-        FROM m JOIN t USING (thread_id) GROUP BY m.mailbox""", [agent]).fetchall()
-    return {str(r[0]): (int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows}
 
 
 # -- emails ----------------------------------------------------------------------------------------
 
 
-class EmailRow(msgspec.Struct, kw_only=True, gc=False):
-    """An index row as Email/get reads it (not tracked by the garbage collector: the list index keeps
-    thousands, and it holds nothing that could form a cycle)."""
-
-    email_id: str
-    source: str
-    thread_id: str
-    mailbox_ids: tuple[str, ...]
-    keywords: tuple[str, ...]
-    received_at: datetime
-    size: int
-    has_attachment: bool
-    preview: str
-    decision_id: str | None
-    summary_json: str
-
-    @property
-    def summary(self) -> Summary:
-        return _SUMMARY_DECODER.decode(self.summary_json)
-
-
-_ROW = ("email_id, source, thread_id, mailbox_ids, keywords, received_at, size, has_attachment, preview, "
-        "decision_id, summary")
-
-
-def _email_row(r: tuple[Any, ...]) -> EmailRow:
-    return EmailRow(email_id=r[0], source=r[1], thread_id=r[2], mailbox_ids=tuple(r[3]), keywords=tuple(r[4]),
-                    received_at=r[5], size=int(r[6]), has_attachment=bool(r[7]), preview=r[8], decision_id=r[9],
-                    summary_json=r[10])
-
-
-MAX_SPANS = 8
-"""Beyond this many separate runs, one scan of the table is cheaper than a query per run."""
-Span = tuple[list[str], datetime, datetime]
-"""Some email ids and the receivedAt range they lie in (``cache.AccountIndex.spans``)."""
-
-
-def email_rows(con: duckdb.DuckDBPyConnection, agent: str, ids: Sequence[str] | None,
-               spans: Sequence[Span] | None = None) -> dict[str, EmailRow]:
-    """The agent's emails among ``ids`` (all of them when None), by id.
-
-    With ``spans``, each group of ids is read with its receivedAt range as well: rows are stored
-    in arrival order, so the range lets DuckDB skip the rest of the table instead of reading every
-    row's columns to find fifty.
-    """
-    if ids is None:
-        rows = con.execute(f"SELECT {_ROW} FROM jmap_emails WHERE agent = ?", [agent]).fetchall()
-    elif spans and len(spans) <= MAX_SPANS:
-        rows = []
-        for group, low, high in spans:
-            rows += con.execute(f"SELECT {_ROW} FROM jmap_emails WHERE received_at BETWEEN ? AND ? AND email_id IN "
-                                "(SELECT unnest(?::VARCHAR[])) AND agent = ?", [low, high, group, agent]).fetchall()
-    else:
-        rows = con.execute(f"SELECT {_ROW} FROM jmap_emails WHERE email_id IN (SELECT unnest(?::VARCHAR[])) "
-                           "AND agent = ?", [list(ids), agent]).fetchall()
-    return {r[0]: _email_row(r) for r in rows}
-
-
-def email_count(con: duckdb.DuckDBPyConnection, agent: str) -> int:
-    row = con.execute("SELECT count(*) FROM jmap_emails WHERE agent = ?", [agent]).fetchone()
-    return int(row[0]) if row else 0
-
-
-def existing_emails(con: duckdb.DuckDBPyConnection, agent: str, ids: list[str]) -> set[str]:
-    return {r[0] for r in con.execute("SELECT email_id FROM jmap_emails WHERE email_id IN "
-                                      "(SELECT unnest(?::VARCHAR[])) AND agent = ?", [ids, agent]).fetchall()}
-
-
-def existing_threads(con: duckdb.DuckDBPyConnection, agent: str, ids: list[str]) -> set[str]:
-    return {r[0] for r in con.execute("SELECT DISTINCT thread_id FROM jmap_emails WHERE thread_id IN "
-                                      "(SELECT unnest(?::VARCHAR[])) AND agent = ?", [ids, agent]).fetchall()}
-
-
-def existing_mailboxes(con: duckdb.DuckDBPyConnection, agent: str, ids: list[str]) -> set[str]:
-    return {r[0] for r in con.execute("SELECT id FROM jmap_mailboxes WHERE id IN (SELECT unnest(?::VARCHAR[])) "
-                                      "AND agent = ?", [ids, agent]).fetchall()}
-
-
-def threads(con: duckdb.DuckDBPyConnection, agent: str, ids: Sequence[str] | None) -> dict[str, list[str]]:
-    """thread id -> its email ids, oldest first (RFC 8621 3: sorted by receivedAt)."""
-    where, args = "agent = ?", [agent]
-    if ids is not None:
-        where = "thread_id IN (SELECT unnest(?::VARCHAR[])) AND agent = ?"
-        args = [list(ids), agent]  # type: ignore[list-item]
-    rows = con.execute(f"SELECT thread_id, list(email_id ORDER BY received_at, email_id) FROM jmap_emails "
-                       f"WHERE {where} GROUP BY thread_id", args).fetchall()
-    return {str(t): list(e) for t, e in rows}
+def summary_of(row: EmailRow) -> Summary:
+    """An index row's header properties and body structure."""
+    return _SUMMARY_DECODER.decode(row.summary_json)
 
 
 def email_raw(con: duckdb.DuckDBPyConnection, agent: str, email_id: str) -> bytes | None:
     """The bytes of one of the agent's emails (the stored copy, or the one written through JMAP)."""
-    row = con.execute("SELECT source FROM jmap_emails WHERE email_id = ? AND agent = ?", [email_id, agent]).fetchone()
-    if row is None:
+    source = jmap_store.email_source(con, agent, email_id)
+    if source is None:
         return None
-    if row[0] == "local":
-        found = con.execute("SELECT raw FROM jmap_local WHERE email_id = ? AND agent = ?",
-                            [email_id, agent]).fetchone()
-    else:
-        found = con.execute("SELECT raw FROM messages WHERE email_id = ? AND agent = ?", [email_id, agent]).fetchone()
-    return bytes(found[0]) if found else None
+    if source == "local":
+        return jmap_store.local_raw(con, agent, email_id)
+    return messages.message_raw(con, email_id, agent)
 
 
 def raws(con: duckdb.DuckDBPyConnection, agent: str, rows: Sequence[EmailRow]) -> dict[str, bytes]:
@@ -277,13 +137,9 @@ def raws(con: duckdb.DuckDBPyConnection, agent: str, rows: Sequence[EmailRow]) -
     out: dict[str, bytes] = {}
     local_ids = [r.email_id for r in rows if r.source == "local"]
     if local_ids:
-        found = con.execute("SELECT email_id, raw FROM jmap_local WHERE email_id IN (SELECT unnest(?::VARCHAR[])) "
-                            "AND agent = ?", [local_ids, agent]).fetchall()
-        out.update({str(i): bytes(r) for i, r in found})
+        out.update(jmap_store.local_raws(con, agent, local_ids))
     for group, low, high in time_runs([r for r in rows if r.source == "store"]):
-        found = con.execute("SELECT email_id, raw FROM messages WHERE received_at BETWEEN ? AND ? AND email_id IN "
-                            "(SELECT unnest(?::VARCHAR[])) AND agent = ?", [low, high, group, agent]).fetchall()
-        out.update({str(i): bytes(r) for i, r in found})
+        out.update(messages.raws_received_between(con, agent, group, low, high))
     return out
 
 
@@ -298,16 +154,6 @@ def time_runs(rows: Sequence[EmailRow], gap: float = 600.0) -> list[Span]:
         else:
             runs.append(([row.email_id], row.received_at, row.received_at))
     return runs
-
-
-def thread_of_references(con: duckdb.DuckDBPyConnection, agent: str, message_ids: list[str]) -> str | None:
-    """The thread of the agent's newest email whose Message-ID is one of ``message_ids`` (mail written here)."""
-    if not message_ids:
-        return None
-    row = con.execute("SELECT thread_id FROM jmap_emails WHERE agent = ? AND message_id IN "
-                      "(SELECT unnest(?::VARCHAR[])) ORDER BY received_at DESC LIMIT 1",
-                      [agent, message_ids]).fetchone()
-    return str(row[0]) if row else None
 
 
 class IndexEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -325,12 +171,6 @@ class IndexEntry(msgspec.Struct, frozen=True, kw_only=True):
     summary: Summary
 
 
-EMAIL_COLUMNS = ("email_id", "agent", "source", "thread_id", "mailbox_ids", "keywords", "received_at", "sent_at",
-                 "size", "message_id", "subject", "subject_sort", "from_sort", "to_sort", "has_attachment",
-                 "preview", "decision_id", "summary", "search_from", "search_to", "search_cc", "search_bcc",
-                 "search_body", "header_text")
-
-
 def _addresses(value: Any) -> list[Any]:
     from appliance.jmap.mime import Address
 
@@ -340,8 +180,8 @@ def _addresses(value: Any) -> list[Any]:
     return out
 
 
-def index_values(entry: IndexEntry) -> tuple[object, ...]:
-    """The ``jmap_emails`` row of an entry, in ``EMAIL_COLUMNS`` order."""
+def index_values(entry: IndexEntry) -> IndexedEmail:
+    """The ``jmap_emails`` row of an entry."""
     s, h = entry.summary, entry.summary.headers
     sent_at = None
     if h.get("sentAt"):
@@ -351,13 +191,15 @@ def index_values(entry: IndexEntry) -> tuple[object, ...]:
             sent_at = None
     ids = h.get("messageId") or []
     subject = h.get("subject") or ""
-    return (entry.email_id, entry.agent, entry.source, entry.thread_id, entry.mailbox_ids, entry.keywords,
-            entry.received_at, sent_at, entry.size, f"<{ids[0]}>" if ids else None, subject, subject_sort(subject),
-            address_sort(_addresses(h.get("from"))), address_sort(_addresses(h.get("to"))), s.has_attachment,
-            s.preview, entry.decision_id, _JSON.encode(s).decode(),
-            address_search(_addresses(h.get("from"))), address_search(_addresses(h.get("to"))),
-            address_search(_addresses(h.get("cc"))), address_search(_addresses(h.get("bcc"))),
-            s.search_body, s.header_text)
+    return IndexedEmail(
+        email_id=entry.email_id, agent=entry.agent, source=entry.source, thread_id=entry.thread_id,
+        mailbox_ids=entry.mailbox_ids, keywords=entry.keywords, received_at=entry.received_at, sent_at=sent_at,
+        size=entry.size, message_id=f"<{ids[0]}>" if ids else None, subject=subject, subject_sort=subject_sort(subject),
+        from_sort=address_sort(_addresses(h.get("from"))), to_sort=address_sort(_addresses(h.get("to"))),
+        has_attachment=s.has_attachment, preview=s.preview, decision_id=entry.decision_id,
+        summary=_JSON.encode(s).decode(), search_from=address_search(_addresses(h.get("from"))),
+        search_to=address_search(_addresses(h.get("to"))), search_cc=address_search(_addresses(h.get("cc"))),
+        search_bcc=address_search(_addresses(h.get("bcc"))), search_body=s.search_body, header_text=s.header_text)
 
 
 # -- the tracker: what a change to some emails changes -----------------------------------------------
@@ -385,17 +227,13 @@ class EmailTracker:
         """Emails that arrived from outside (EmailDelivery, RFC 8621 1.5)."""
 
     def _read(self, ids: list[str]) -> dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]]:
-        rows = self.con.execute("SELECT email_id, thread_id, mailbox_ids, keywords FROM jmap_emails WHERE email_id IN "
-                                "(SELECT unnest(?::VARCHAR[])) AND agent = ?", [ids, self.agent]).fetchall()
-        return {str(r[0]): (str(r[1]), tuple(sorted(r[2])), tuple(sorted(r[3]))) for r in rows}
+        return {r.email_id: (r.thread_id, tuple(sorted(r.mailbox_ids)), tuple(sorted(r.keywords)))
+                for r in jmap_store.email_states(self.con, self.agent, ids)}
 
     def _thread_mailboxes(self) -> set[str]:
         if not self._threads:
             return set()
-        rows = self.con.execute("SELECT DISTINCT unnest(mailbox_ids) FROM jmap_emails WHERE thread_id IN "
-                                "(SELECT unnest(?::VARCHAR[])) AND agent = ?",
-                                [sorted(self._threads), self.agent]).fetchall()
-        return {str(r[0]) for r in rows}
+        return jmap_store.thread_mailboxes(self.con, self.agent, sorted(self._threads))
 
     def before(self, ids: Iterable[str], threads: Iterable[str] = ()) -> None:
         wanted = [i for i in dict.fromkeys(ids) if i not in self._before]
@@ -405,11 +243,8 @@ class EmailTracker:
         new_threads = ({t for t, _, _ in found.values()} | set(threads)) - self._threads
         if new_threads:
             self._threads |= new_threads
-            self._threads_before |= existing_threads(self.con, self.agent, sorted(new_threads))
-            rows = self.con.execute("SELECT DISTINCT unnest(mailbox_ids) FROM jmap_emails WHERE thread_id IN "
-                                    "(SELECT unnest(?::VARCHAR[])) AND agent = ?",
-                                    [sorted(new_threads), self.agent]).fetchall()
-            self._thread_mailboxes_before |= {str(r[0]) for r in rows}
+            self._threads_before |= jmap_store.existing_threads(self.con, self.agent, sorted(new_threads))
+            self._thread_mailboxes_before |= jmap_store.thread_mailboxes(self.con, self.agent, sorted(new_threads))
 
     def finish(self, now: datetime | None = None) -> dict[str, int]:
         after = self._read(list(self._before))
@@ -424,7 +259,8 @@ class EmailTracker:
             elif now_row is not None and (now_row[1], now_row[2]) != (mailboxes_, keywords):
                 log.append(Change("Email", email_id, "updated", thread))
         membership_changed = {c.thread_id for c in log if c.kind != "updated" and c.thread_id}
-        threads_after = existing_threads(self.con, self.agent, sorted(self._threads)) if self._threads else set()
+        threads_after = (jmap_store.existing_threads(self.con, self.agent, sorted(self._threads)) if self._threads
+                         else set())
         for thread in sorted(membership_changed):
             if thread in threads_after and thread not in self._threads_before:
                 log.append(Change("Thread", thread, "created"))
@@ -434,139 +270,67 @@ class EmailTracker:
                 log.append(Change("Thread", thread, "destroyed"))
         if log or self.extra_mailboxes:
             touched = self._thread_mailboxes_before | self._thread_mailboxes() | self.extra_mailboxes
-            live = existing_mailboxes(self.con, self.agent, sorted(touched)) if touched else set()
+            live = jmap_store.existing_mailboxes(self.con, self.agent, sorted(touched)) if touched else set()
             log.extend(Change("Mailbox", m, "counts") for m in sorted(touched & live))
         log.extend(Change("EmailDelivery", e, "created") for e in self.delivered if e in after)
         return changes.log_changes(self.con, self.agent, log, now)
 
 
 def insert_emails(batch: Batch, entries: Sequence[IndexEntry]) -> None:
-    for entry in entries:
-        batch.insert("jmap_emails", EMAIL_COLUMNS, index_values(entry))
-
-
-def set_email_state(con: duckdb.DuckDBPyConnection, agent: str,
-                    updates: dict[str, tuple[list[str], list[str]]]) -> None:
-    """New mailboxIds and keywords for some of the agent's emails: id -> (mailbox_ids, keywords)."""
-    if not updates:
-        return
-    ids = list(updates)
-    con.execute("UPDATE jmap_emails SET mailbox_ids = u.m, keywords = u.k FROM (SELECT unnest(?::VARCHAR[]) AS i, "
-                "unnest(?::VARCHAR[][]) AS m, unnest(?::VARCHAR[][]) AS k) AS u "
-                "WHERE jmap_emails.email_id = u.i AND jmap_emails.agent = ?",
-                [ids, [updates[i][0] for i in ids], [updates[i][1] for i in ids], agent])
+    """Queue the entries' index rows in the writer's open batch."""
+    jmap_store.insert_emails(batch, [index_values(entry) for entry in entries])
 
 
 def delete_emails(con: duckdb.DuckDBPyConnection, agent: str, ids: list[str]) -> None:
     """Remove emails from the index and their bytes (the store's copy through the store's own function)."""
-    from appliance.store.messages import delete_message
-
     if not ids:
         return
-    rows = con.execute("SELECT email_id, source FROM jmap_emails WHERE email_id IN (SELECT unnest(?::VARCHAR[])) "
-                       "AND agent = ?", [ids, agent]).fetchall()
-    con.execute("DELETE FROM jmap_emails WHERE email_id IN (SELECT unnest(?::VARCHAR[])) AND agent = ?", [ids, agent])
-    local = [str(i) for i, s in rows if s == "local"]
+    rows = jmap_store.email_sources(con, agent, ids)
+    jmap_store.delete_index_rows(con, agent, ids)
+    local = [r.email_id for r in rows if r.source == "local"]
     if local:
-        con.execute("DELETE FROM jmap_local WHERE email_id IN (SELECT unnest(?::VARCHAR[])) AND agent = ?",
-                    [local, agent])
-    for email_id, source in rows:
-        if source == "store":
-            delete_message(con, str(email_id))
-
-
-def save_local(batch: Batch, agent: str, email_id: str, raw: bytes) -> None:
-    batch.insert("jmap_local", ("email_id", "agent", "raw"), (email_id, agent, raw))
+        jmap_store.delete_local(con, agent, local)
+    for row in rows:
+        if row.source == "store":
+            messages.delete_message(con, row.email_id)
 
 
 # -- indexing what the store holds ---------------------------------------------------------------
 
 
-class StoredRef(msgspec.Struct, frozen=True, kw_only=True):
-    """A stored message the index should hold, without its bytes."""
-
-    email_id: str
-    agent: str
-    mailbox: str
-    thread_id: str
-    received_at: datetime
-    size: int
-    keywords: list[str]
-    decision_id: str
-
-
-_FINGERPRINT = "(SELECT count(*) FROM messages), (SELECT count(*) FROM events)"
-
-
 def fingerprint(con: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
     """Cheap (row counts are metadata): moves whenever messages are stored or removed, or the quarantine
     decides one (release and delete are audited in ``events``). The indexer's fallback trigger."""
-    row = con.execute(f"SELECT {_FINGERPRINT}").fetchone()
-    return tuple(row) if row else ()
+    return messages.message_count(con), audit.event_count(con)
 
 
 def visible_count(con: duckdb.DuckDBPyConnection) -> int:
-    row = con.execute("SELECT count(*) FROM messages WHERE mailbox IN ('inbox', 'sent')").fetchone()
-    return int(row[0]) if row else 0
-
-
-def indexed_store_count(con: duckdb.DuckDBPyConnection) -> int:
-    row = con.execute("SELECT count(*) FROM jmap_emails WHERE source = 'store'").fetchone()
-    return int(row[0]) if row else 0
+    """How many stored messages agents see (every agent)."""
+    return messages.count_in_mailboxes(con, list(STORE_MAILBOXES))
 
 
 def fingerprint_and_pending(con: duckdb.DuckDBPyConnection) -> tuple[tuple[Any, ...], bool]:
-    """``fingerprint`` and whether anything waits in ``jmap_pending``, in one statement."""
-    row = con.execute(f"SELECT {_FINGERPRINT}, EXISTS (SELECT 1 FROM jmap_pending)").fetchone()
-    assert row is not None
-    return tuple(row[:2]), bool(row[2])
+    """``fingerprint`` and whether anything waits in ``jmap_pending``."""
+    return fingerprint(con), change_log.any_pending(con)
 
 
-def pending(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
-    return [(str(a), str(i)) for a, i in con.execute("SELECT agent, id FROM jmap_pending").fetchall()]
-
-
-def unindexed(con: duckdb.DuckDBPyConnection, agents: Sequence[str], ids: Sequence[str] | None = None,
-              limit: int = 1_000_000) -> list[StoredRef]:
+def unindexed(con: duckdb.DuckDBPyConnection, agents: Sequence[str],
+              ids: Sequence[str] | None = None) -> list[UnindexedMessage]:
     """Visible stored messages of ``agents`` the index lacks (only among ``ids`` when given)."""
-    where = "m.agent IN (SELECT unnest(?::VARCHAR[])) AND m.mailbox IN ('inbox', 'sent')"
-    args: list[Any] = [list(agents)]
-    if ids is not None:
-        where += " AND m.email_id IN (SELECT unnest(?::VARCHAR[]))"
-        args.append(list(ids))
-    rows = con.execute(
-        f"SELECT m.email_id, m.agent, m.mailbox, m.thread_id, m.received_at, m.size, m.keywords, m.decision_id "
-        f"FROM messages m WHERE {where} AND NOT EXISTS (SELECT 1 FROM jmap_emails j WHERE j.email_id = m.email_id) "
-        f"ORDER BY m.received_at LIMIT ?", [*args, limit]).fetchall()
-    return [StoredRef(email_id=r[0], agent=r[1], mailbox=r[2], thread_id=r[3], received_at=r[4], size=int(r[5]),
-                      keywords=list(r[6] or []), decision_id=r[7]) for r in rows]
+    return jmap_store.unindexed_messages(con, agents, list(STORE_MAILBOXES), ids)
 
 
 def vanished(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     """(agent, email_id) of indexed store emails the store no longer shows an agent."""
-    rows = con.execute("SELECT j.agent, j.email_id FROM jmap_emails j WHERE j.source = 'store' AND NOT EXISTS "
-                       "(SELECT 1 FROM messages m WHERE m.email_id = j.email_id AND m.mailbox IN ('inbox', 'sent'))"
-                       ).fetchall()
-    return [(str(a), str(i)) for a, i in rows]
-
-
-def stored_raws(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> dict[str, bytes]:
-    rows = con.execute("SELECT email_id, raw FROM messages WHERE email_id IN (SELECT unnest(?::VARCHAR[]))",
-                       [list(ids)]).fetchall()
-    return {str(i): bytes(r) for i, r in rows}
-
-
-def clear_pending(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> None:
-    if ids:
-        con.execute("DELETE FROM jmap_pending WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(ids)])
+    return jmap_store.vanished_emails(con, list(STORE_MAILBOXES))
 
 
 # -- blobs -----------------------------------------------------------------------------------------
 
 
 def save_blob(con: duckdb.DuckDBPyConnection, agent: str, blob_id: str, type_: str, data: bytes) -> None:
-    con.execute("INSERT INTO jmap_blobs (blob_id, agent, type, size, created_at, data) VALUES (?, ?, ?, ?, ?, ?)",
-                [blob_id, agent, type_, len(data), utc(), data])
+    """Keep an upload, made now."""
+    jmap_store.save_blob(con, agent, blob_id, type_, data, utc())
 
 
 def blob_data(con: duckdb.DuckDBPyConnection, agent: str, blob_id: str) -> tuple[bytes, str] | None:
@@ -574,9 +338,8 @@ def blob_data(con: duckdb.DuckDBPyConnection, agent: str, blob_id: str) -> tuple
     from appliance.jmap.mime import decoded_part
 
     if blob_id.startswith("U"):
-        row = con.execute("SELECT data, type FROM jmap_blobs WHERE blob_id = ? AND agent = ?",
-                          [blob_id, agent]).fetchone()
-        return (bytes(row[0]), str(row[1])) if row else None
+        found = jmap_store.upload(con, agent, blob_id)
+        return (found.data, found.type) if found else None
     if not blob_id.startswith("B"):
         return None
     email_id, _, part_id = blob_id[1:].partition("_")
@@ -585,8 +348,8 @@ def blob_data(con: duckdb.DuckDBPyConnection, agent: str, blob_id: str) -> tuple
         return None
     if not part_id:
         return raw, "message/rfc822"
-    rows = email_rows(con, agent, [email_id])
-    part = rows[email_id].summary.part(part_id) if email_id in rows else None
+    rows = jmap_store.email_rows(con, agent, [email_id])
+    part = summary_of(rows[email_id]).part(part_id) if email_id in rows else None
     if part is None:
         return None
     return decoded_part(raw, part)[0], part.type
@@ -594,7 +357,3 @@ def blob_data(con: duckdb.DuckDBPyConnection, agent: str, blob_id: str) -> tuple
 
 def email_blob_id(email_id: str, part_id: str | None = None) -> str:
     return f"B{email_id}" if part_id is None else f"B{email_id}_{part_id}"
-
-
-def delete_old_blobs(con: duckdb.DuckDBPyConnection, before: datetime) -> int:
-    return len(con.execute("DELETE FROM jmap_blobs WHERE created_at < ? RETURNING 1", [before]).fetchall())

@@ -33,7 +33,6 @@ from appliance.jmap.core import (
     states_of,
     write,
 )
-from appliance.jmap.local import MailboxRow
 from appliance.jmap.proto import (
     MAIL,
     ChangesArgs,
@@ -47,7 +46,10 @@ from appliance.jmap.proto import (
     is_id,
 )
 from appliance.jmap.router import Call, method
+from appliance.store import jmap as jmap_store
+from appliance.store.changes import log_threads_since
 from appliance.store.database import Batch
+from appliance.store.jmap import MailboxCounts, MailboxRow
 
 MAX_DEPTH = 10
 MAX_NAME = 255
@@ -58,6 +60,7 @@ ROLES = frozenset({"all", "archive", "drafts", "flagged", "important", "inbox", 
 COUNTS = ["totalEmails", "unreadEmails", "totalThreads", "unreadThreads"]
 PROPERTIES = ["id", "name", "parentId", "role", "sortOrder", *COUNTS, "myRights", "isSubscribed"]
 SETTABLE = {"name", "parentId", "role", "sortOrder", "isSubscribed"}
+_NO_COUNTS = MailboxCounts(0, 0, 0, 0)
 _FIXED = {r for r, _, _ in local.ROLES}
 
 
@@ -68,11 +71,12 @@ def _rights(row: MailboxRow) -> dict[str, bool]:
             "maySubmit": True}
 
 
-def mailbox_object(row: MailboxRow, counts: tuple[int, int, int, int] | None, properties: list[str]) -> dict[str, Any]:
+def mailbox_object(row: MailboxRow, counts: MailboxCounts | None, properties: list[str]) -> dict[str, Any]:
     full: dict[str, Any] = {"id": row.id, "name": row.name, "parentId": row.parent_id, "role": row.role,
                             "sortOrder": row.sort_order, "myRights": _rights(row), "isSubscribed": row.is_subscribed}
-    total, unread, threads, unread_threads = counts or (0, 0, 0, 0)
-    full.update(totalEmails=total, unreadEmails=unread, totalThreads=threads, unreadThreads=unread_threads)
+    counts = counts or _NO_COUNTS
+    full.update(totalEmails=counts.total_emails, unreadEmails=counts.unread_emails,
+                totalThreads=counts.total_threads, unreadThreads=counts.unread_threads)
     return {p: full[p] for p in properties}
 
 
@@ -85,13 +89,13 @@ async def mailbox_get(call: Call, arguments: dict[str, Any]) -> dict[str, Any]:
     want_counts = bool(set(properties) & set(COUNTS))
     index = call.service.index(agent)
 
-    def work(con: duckdb.DuckDBPyConnection) -> tuple[str, list[MailboxRow], dict[str, tuple[int, int, int, int]]]:
+    def work(con: duckdb.DuckDBPyConnection) -> tuple[str, list[MailboxRow], dict[str, MailboxCounts]]:
         states = states_of(con, agent)
-        counts: dict[str, tuple[int, int, int, int]] = {}
+        counts: dict[str, MailboxCounts] = {}
         if want_counts:
             with index.lock:
                 counts = index.counts(con, states)
-        return states.state("Mailbox"), local.mailboxes(con, agent, ids), counts
+        return states.state("Mailbox"), jmap_store.mailboxes(con, agent, ids), counts
 
     state, rows, counts = await read(call, work)
     found = {r.id for r in rows}
@@ -107,7 +111,7 @@ async def mailbox_changes(call: Call, arguments: dict[str, Any]) -> dict[str, An
 
     def work(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         states, found = compute_changes(con, agent, "Mailbox", args.since_state,
-                                        lambda ids: local.existing_mailboxes(con, agent, ids), args.max_changes)
+                                        lambda ids: jmap_store.existing_mailboxes(con, agent, ids), args.max_changes)
         answer = changes_answer(args.account_id, args.since_state, states, found)
         answer["updatedProperties"] = COUNTS if found.counts_only else None
         return answer
@@ -219,7 +223,8 @@ def _window(ids: list[str], args: MailboxQueryArgs) -> tuple[list[str], int]:
 async def mailbox_query(call: Call, arguments: dict[str, Any]) -> dict[str, Any]:
     args = args_of(MailboxQueryArgs, arguments)
     agent = await call.agent(args.account_id)
-    state, rows = await read(call, lambda con: (states_of(con, agent).state("Mailbox"), local.mailboxes(con, agent)))
+    state, rows = await read(call, lambda con: (states_of(con, agent).state("Mailbox"),
+                                                jmap_store.mailboxes(con, agent)))
     ids = _results(rows, args.filter, args.sort, args.sort_as_tree, args.filter_as_tree)
     window, position = _window(ids, args)
     answer: dict[str, Any] = {"accountId": args.account_id, "queryState": state, "canCalculateChanges": True,
@@ -240,8 +245,8 @@ async def mailbox_query_changes(call: Call, arguments: dict[str, Any]) -> dict[s
         _, floor = states.heads["Mailbox"]
         if since < floor or since > states.counter:
             raise MethodError("cannotCalculateChanges", "changes since this state are no longer known")
-        changed = changes.unique(i for i, _, _ in changes.changed_rows(con, agent, "Mailbox", since))
-        return states, changed, local.mailboxes(con, agent)
+        changed = changes.unique(c.id for c in log_threads_since(con, agent, "Mailbox", since))
+        return states, changed, jmap_store.mailboxes(con, agent)
 
     states, changed, rows = await read(call, work)
     if args.max_changes is not None and len(changed) > args.max_changes:
@@ -266,7 +271,7 @@ class _Mailboxes:
     def __init__(self, con: duckdb.DuckDBPyConnection, agent: str, created_ids: dict[str, str]) -> None:
         self.con = con
         self.agent = agent
-        self.rows = {r.id: r for r in local.mailboxes(con, agent)}
+        self.rows = {r.id: r for r in jmap_store.mailboxes(con, agent)}
         self.created_ids = created_ids
 
     def resolve(self, value: Any) -> Any:
@@ -369,7 +374,7 @@ def _mailbox_set(batch: Batch, agent: str, args: MailboxSetArgs, created_ids: di
             outcome.not_updated[raw_id] = SetError("invalidProperties", properties=bad)
             continue
         boxes.rows[row.id] = row
-        local.update_mailbox(con, agent, row)
+        jmap_store.update_mailbox(con, agent, row)
         outcome.updated[mailbox_id] = None
         if row != before:
             log.append(Change("Mailbox", row.id, "updated"))
@@ -387,18 +392,18 @@ def _mailbox_set(batch: Batch, agent: str, args: MailboxSetArgs, created_ids: di
         if any(r.parent_id == mailbox_id for r in boxes.rows.values()):
             outcome.not_destroyed[raw_id] = SetError("mailboxHasChild")
             continue
-        members = con.execute("SELECT email_id, mailbox_ids, keywords FROM jmap_emails WHERE agent = ? AND "
-                              "list_contains(mailbox_ids, ?)", [agent, mailbox_id]).fetchall()
+        members = jmap_store.mailbox_members(con, agent, mailbox_id)
         if members and not args.on_destroy_remove_emails:
             outcome.not_destroyed[raw_id] = SetError("mailboxHasEmail")
             continue
         if members:
-            tracker.before([str(m[0]) for m in members])
-            only_here = [str(m[0]) for m in members if list(m[1]) == [mailbox_id]]
-            local.set_email_state(con, agent, {str(m[0]): ([b for b in m[1] if b != mailbox_id], list(m[2]))
-                                               for m in members if list(m[1]) != [mailbox_id]})
+            tracker.before([m.email_id for m in members])
+            only_here = [m.email_id for m in members if m.mailbox_ids == [mailbox_id]]
+            jmap_store.set_email_state(con, agent, {m.email_id: ([b for b in m.mailbox_ids if b != mailbox_id],
+                                                                 m.keywords)
+                                                    for m in members if m.mailbox_ids != [mailbox_id]})
             local.delete_emails(con, agent, only_here)
-        local.delete_mailbox(con, agent, mailbox_id)
+        jmap_store.delete_mailbox(con, agent, mailbox_id)
         del boxes.rows[mailbox_id]
         outcome.destroyed.append(mailbox_id)
         log.append(Change("Mailbox", mailbox_id, "destroyed"))
@@ -423,7 +428,7 @@ def _create(boxes: _Mailboxes, creation_id: str, props: dict[str, Any]) -> dict[
     if bad:
         return SetError("invalidProperties", properties=bad)
     boxes.rows[row.id] = row
-    local.insert_mailbox(boxes.con, boxes.agent, row)
+    jmap_store.insert_mailbox(boxes.con, boxes.agent, row)
     created = {"id": row.id, "totalEmails": 0, "unreadEmails": 0, "totalThreads": 0, "unreadThreads": 0,
                "myRights": _rights(row)}
     for prop, value in (("parentId", row.parent_id), ("role", row.role), ("sortOrder", row.sort_order),

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from appliance.jmap import changes
+from appliance.store.changes import latest_seq
 from appliance.store.database import DatabaseClosed
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ class PushHub:
         """Tell every subscriber what changed since the last round."""
         db = self.service.db
         if self.seq is None:
-            self.seq = await db.read(changes.latest_seq)
+            self.seq = await db.read(latest_seq)
             return
         seq = self.seq
         top, changed = await db.read(lambda con: changes.changed_after(con, seq))

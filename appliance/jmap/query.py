@@ -1,12 +1,15 @@
 """Email/query and Email/queryChanges over the index (RFC 8621 4.4, 4.5): filters and sorts as SQL.
 
 A filter (RFC 8620 5.5: operators AND, OR, NOT over conditions) becomes one
-WHERE clause over ``jmap_emails``, always scoped to the account; a sort
+WHERE fragment over ``jmap_emails e``, always scoped to the account; a sort
 becomes an ORDER BY with the email id as the last tie-breaker, so every order
 is total and stable. ``collapseThreads`` keeps the first email of each thread
 in that order. Text conditions match lowercased substrings (every word of
 ``text`` and ``body`` must occur; ``from``, ``subject``... match the whole
 string).
+
+The statements themselves (``FROM jmap_emails``, the thread subqueries) are
+``appliance.store.jmap``'s: this module compiles the fragments and windows.
 """
 
 from __future__ import annotations
@@ -19,9 +22,20 @@ from typing import Any
 import duckdb
 import msgspec
 
-from appliance.jmap.changes import changed_rows, unique
+from appliance.jmap.changes import unique
 from appliance.jmap.mime import parse_utc
 from appliance.jmap.proto import Comparator, MethodError
+from appliance.store.changes import log_threads_since
+from appliance.store.jmap import (
+    EmailQuery,
+    count_matching,
+    emails_in_threads,
+    matching_page,
+    position_of,
+    positions_in,
+    thread_member_subquery,
+    threads_of_emails,
+)
 
 _COLLATIONS = (None, "i;ascii-casemap", "i;unicode-casemap", "i;ascii-numeric", "i;octet")
 _KEYWORD = re.compile(r"[\x21-\x7e]{1,255}")
@@ -98,8 +112,8 @@ class _Filter:
             return f"{'' if name == 'hasKeyword' else 'NOT '}list_contains(e.keywords, {self._arg(keyword)})"
         if name.endswith("InThreadHaveKeyword"):
             keyword = _keyword(name, value)
-            inner = (f"SELECT 1 FROM jmap_emails t WHERE t.agent = e.agent AND t.thread_id = e.thread_id AND "
-                     f"{'NOT ' if name.startswith('all') else ''}list_contains(t.keywords, {self._arg(keyword)})")
+            inner = thread_member_subquery(negated=name.startswith("all"))
+            self.args.append(keyword)
             return f"{'EXISTS' if name.startswith('some') else 'NOT EXISTS'} ({inner})"
         if name == "hasAttachment":
             if not isinstance(value, bool):
@@ -141,24 +155,6 @@ def _keyword(name: str, value: Any) -> str:
     return str(value).lower()
 
 
-class EmailQuery(msgspec.Struct, frozen=True):
-    """A compiled filter and sort: ``source`` is the (collapsed) result set as a subquery aliased ``e``."""
-
-    where: str
-    where_args: list[Any]
-    order: str
-    order_args: list[Any]
-    collapse: bool
-
-    def source(self) -> tuple[str, list[Any]]:
-        sql = f"SELECT * FROM jmap_emails e WHERE e.agent = ? AND {self.where}"
-        args: list[Any] = [*self.where_args]
-        if self.collapse:
-            sql += f" QUALIFY row_number() OVER (PARTITION BY e.thread_id ORDER BY {self.order}) = 1"
-            args += self.order_args
-        return f"({sql}) e", args
-
-
 def compile_query(filter_: dict[str, Any] | None, sort: list[Comparator] | None, *, collapse: bool) -> EmailQuery:
     compiler = _Filter()
     where = compiler.compile(filter_) if filter_ is not None else "true"
@@ -185,10 +181,9 @@ def compile_sort(sort: list[Comparator] | None) -> tuple[str, list[Any]]:
             if comparator.property == "hasKeyword":
                 terms.append(f"list_contains(e.keywords, ?) {direction}")
             else:
-                negate = "NOT " if comparator.property.startswith("all") else ""
+                inner = thread_member_subquery(negated=comparator.property.startswith("all"))
                 exists = _THREAD_KEYWORD_SORTS[comparator.property]
-                terms.append(f"({exists} (SELECT 1 FROM jmap_emails t WHERE t.agent = e.agent AND "
-                             f"t.thread_id = e.thread_id AND {negate}list_contains(t.keywords, ?))) {direction}")
+                terms.append(f"({exists} ({inner})) {direction}")
             args.append(keyword)
         else:
             raise MethodError("unsupportedSort", f"sort by {comparator.property!r} is not supported")
@@ -205,25 +200,20 @@ class QueryResult(msgspec.Struct, frozen=True):
 def run_query(con: duckdb.DuckDBPyConnection, agent: str, query: EmailQuery, *, position: int, anchor: str | None,
               anchor_offset: int, limit: int, calculate_total: bool) -> QueryResult:
     """RFC 8620 5.5's windowing: a position (negative counts from the end), or an anchor and offset."""
-    source, source_args = query.source()
     total = None
     if calculate_total or position < 0:
-        row = con.execute(f"SELECT count(*) FROM {source}", [agent, *source_args]).fetchone()
-        total = int(row[0]) if row else 0
+        total = count_matching(con, agent, query)
     if anchor is not None:
-        found = con.execute(f"SELECT rn FROM (SELECT e.email_id, row_number() OVER (ORDER BY {query.order}) - 1 "
-                            f"AS rn FROM {source}) WHERE email_id = ?",
-                            [*query.order_args, agent, *source_args, anchor]).fetchone()
+        found = position_of(con, agent, query, anchor)
         if found is None:
             raise MethodError("anchorNotFound", "the anchor is not in the results")
-        position = max(0, int(found[0]) + anchor_offset)
+        position = max(0, found + anchor_offset)
     elif position < 0:
         position = max(0, (total or 0) + position)
     if limit == 0:
         return QueryResult(ids=[], position=position, total=total)
-    rows = con.execute(f"SELECT e.email_id FROM {source} ORDER BY {query.order} LIMIT ? OFFSET ?",
-                       [agent, *source_args, *query.order_args, limit, position]).fetchall()
-    return QueryResult(ids=[r[0] for r in rows], position=position, total=total)
+    ids = matching_page(con, agent, query, limit=limit, offset=position)
+    return QueryResult(ids=ids, position=position, total=total)
 
 
 class QueryChanges(msgspec.Struct, frozen=True):
@@ -239,29 +229,20 @@ def query_changes(con: duckdb.DuckDBPyConnection, agent: str, query: EmailQuery,
     With ``collapseThreads`` every email of a touched thread is removed (another may now stand for
     the thread), and whichever stands for it now is added.
     """
-    rows = changed_rows(con, agent, "Email", since)
-    changed = unique(i for i, _, _ in rows)
+    rows = log_threads_since(con, agent, "Email", since)
+    changed = unique(r.id for r in rows)
     if max_changes is not None and len(changed) > max_changes:
         raise MethodError("tooManyChanges", f"more than {max_changes} changes")
     removed = changed
     if query.collapse and changed:
-        touched = {t for _, _, t in rows if t}
-        touched |= {str(r[0]) for r in con.execute(
-            "SELECT DISTINCT thread_id FROM jmap_emails WHERE agent = ? AND email_id IN (SELECT unnest(?::VARCHAR[]))",
-            [agent, changed]).fetchall()}
-        members = [str(r[0]) for r in con.execute(
-            "SELECT email_id FROM jmap_emails WHERE agent = ? AND thread_id IN (SELECT unnest(?::VARCHAR[]))",
-            [agent, sorted(touched)]).fetchall()]
+        touched = {r.thread_id for r in rows if r.thread_id}
+        touched |= threads_of_emails(con, agent, changed)
+        members = emails_in_threads(con, agent, sorted(touched))
         removed = unique([*changed, *members])
-    source, source_args = query.source()
     added: list[tuple[str, int]] = []
     if removed:
-        found = con.execute(f"SELECT email_id, rn FROM (SELECT e.email_id, row_number() OVER (ORDER BY {query.order}) "
-                            f"- 1 AS rn FROM {source}) WHERE email_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY rn",
-                            [*query.order_args, agent, *source_args, removed]).fetchall()
-        added = [(str(i), int(n)) for i, n in found]
+        added = positions_in(con, agent, query, removed)
     total = None
     if calculate_total:
-        row = con.execute(f"SELECT count(*) FROM {source}", [agent, *source_args]).fetchone()
-        total = int(row[0]) if row else 0
+        total = count_matching(con, agent, query)
     return QueryChanges(removed=removed, added=added, total=total)

@@ -33,7 +33,11 @@ from appliance.jmap import changes, local
 from appliance.jmap.cache import AccountIndex
 from appliance.jmap.mime import summarize
 from appliance.jmap.proto import CoreLimits, MethodError
+from appliance.store import jmap as jmap_store
+from appliance.store import messages
+from appliance.store.changes import clear_pending, pending
 from appliance.store.database import Batch, Database, utc
+from appliance.store.jmap import UnindexedMessage
 
 if TYPE_CHECKING:
     from appliance.jmap.push import PushHub
@@ -93,7 +97,7 @@ class Indexer:
                 await db.write(lambda con: _forget(con, gone))
             leftover = sorted(set(queued) - {r.email_id for r in fresh})
             if leftover:
-                await db.write(lambda con: local.clear_pending(con, leftover))
+                await db.write(lambda con: clear_pending(con, leftover))
             if reconcile:  # only now: a request that finds the store moved on waits for this sync to finish
                 self._fingerprint = fingerprint
             return True
@@ -106,8 +110,8 @@ class Indexer:
         return waiting or fingerprint != self._fingerprint
 
     def _find(self, con: duckdb.DuckDBPyConnection, agents: Sequence[str], reconcile: bool
-              ) -> tuple[tuple[Any, ...], list[str], list[local.StoredRef], list[tuple[str, str]]]:
-        queued = [i for _, i in local.pending(con)]
+              ) -> tuple[tuple[Any, ...], list[str], list[UnindexedMessage], list[tuple[str, str]]]:
+        queued = [p.id for p in pending(con)]
         fresh = local.unindexed(con, agents, queued) if queued else []
         fingerprint: tuple[Any, ...] = ()
         if reconcile:
@@ -117,7 +121,7 @@ class Indexer:
         return fingerprint, queued, fresh, []
 
     def _explained(self, con: duckdb.DuckDBPyConnection, fingerprint: tuple[Any, ...],
-                   fresh: list[local.StoredRef]) -> bool:
+                   fresh: list[UnindexedMessage]) -> bool:
         """Whether the queued messages account for what moved in the store, so no row-by-row compare is needed.
 
         Nothing released or deleted by the quarantine (``events`` unchanged), and the store shows
@@ -126,14 +130,14 @@ class Indexer:
         """
         if self._fingerprint is None or not fresh or fingerprint[1:] != self._fingerprint[1:]:
             return False
-        return local.visible_count(con) == local.indexed_store_count(con) + len(fresh)
+        return local.visible_count(con) == jmap_store.indexed_store_count(con) + len(fresh)
 
-    async def _index(self, refs: list[local.StoredRef]) -> None:
+    async def _index(self, refs: list[UnindexedMessage]) -> None:
         """Index in chunks, reading and parsing the next chunk while the writer commits this one."""
         db = self.service.db
 
-        async def prepare(chunk: list[local.StoredRef]) -> list[local.IndexEntry]:
-            raws = await db.read(lambda con: local.stored_raws(con, [r.email_id for r in chunk]))
+        async def prepare(chunk: list[UnindexedMessage]) -> list[local.IndexEntry]:
+            raws = await db.read(lambda con: messages.raws_by_id(con, [r.email_id for r in chunk]))
             return await asyncio.to_thread(_entries, chunk, raws)
 
         chunks = [refs[i:i + INDEX_CHUNK] for i in range(0, len(refs), INDEX_CHUNK)]
@@ -155,7 +159,7 @@ def _ensure_accounts(con: duckdb.DuckDBPyConnection, agents: list[str]) -> None:
         local.ensure_account(con, agent)
 
 
-def _entries(refs: list[local.StoredRef], raws: dict[str, bytes]) -> list[local.IndexEntry]:
+def _entries(refs: list[UnindexedMessage], raws: dict[str, bytes]) -> list[local.IndexEntry]:
     out = []
     for ref in refs:
         raw = raws.get(ref.email_id)
@@ -176,7 +180,7 @@ def _apply(batch: Batch, entries: list[local.IndexEntry], ids: list[str]) -> Non
         by_agent.setdefault(entry.agent, []).append(entry)
     for agent, group in by_agent.items():
         local.ensure_account(con, agent)
-        done = local.existing_emails(con, agent, [e.email_id for e in group])
+        done = jmap_store.existing_emails(con, agent, [e.email_id for e in group])
         fresh = [e for e in group if e.email_id not in done]
         if not fresh:
             continue
@@ -186,7 +190,7 @@ def _apply(batch: Batch, entries: list[local.IndexEntry], ids: list[str]) -> Non
         batch.flush()
         tracker.delivered = [e.email_id for e in fresh if e.mailbox_ids == ["inbox"]]
         tracker.finish()
-    local.clear_pending(con, ids)
+    clear_pending(con, ids)
 
 
 def _forget(con: duckdb.DuckDBPyConnection, gone: list[tuple[str, str]]) -> None:
@@ -196,8 +200,7 @@ def _forget(con: duckdb.DuckDBPyConnection, gone: list[tuple[str, str]]) -> None
     for agent, ids in by_agent.items():
         tracker = local.EmailTracker(con, agent)
         tracker.before(ids)
-        con.execute("DELETE FROM jmap_emails WHERE email_id IN (SELECT unnest(?::VARCHAR[])) AND agent = ?",
-                    [ids, agent])
+        jmap_store.delete_index_rows(con, agent, ids)
         tracker.finish()
 
 
@@ -282,7 +285,7 @@ class JmapService:
     async def prune(self) -> None:
         """Retention: changes older than ``changes.RETENTION``, uploads older than a day."""
         cutoff = utc(time.time() - 86_400)
-        await self.db.write(lambda con: (changes.prune(con), local.delete_old_blobs(con, cutoff)))
+        await self.db.write(lambda con: (changes.prune(con), jmap_store.delete_blobs_before(con, cutoff)))
 
 
 def for_runtime(state: Any) -> JmapService:

@@ -23,6 +23,7 @@ from appliance.jmap.core import args_of, get_ids, read
 from appliance.jmap.proto import MAIL, MethodError, SearchSnippetGetArgs
 from appliance.jmap.router import Call, method
 from appliance.mail import html_to_text
+from appliance.store import jmap as jmap_store
 
 PREVIEW_OCTETS = 255
 
@@ -87,7 +88,7 @@ def _preview(text: str, pattern: re.Pattern[str]) -> str | None:
         window = window[:int(len(window) * 0.8)]
 
 
-def _snippets(rows: dict[str, local.EmailRow], raws: dict[str, bytes], order: list[str],
+def _snippets(rows: dict[str, jmap_store.EmailRow], raws: dict[str, bytes], order: list[str],
               subject_words: list[str], body_words: list[str]) -> list[dict[str, Any]]:
     subject_pattern, body_pattern = _pattern(subject_words), _pattern(body_words)
     out = []
@@ -95,7 +96,7 @@ def _snippets(rows: dict[str, local.EmailRow], raws: dict[str, bytes], order: li
         row = rows.get(email_id)
         if row is None:
             continue
-        summary = row.summary
+        summary = local.summary_of(row)
         subject = summary.headers.get("subject") or ""
         preview = None
         raw = raws.get(email_id)
@@ -122,8 +123,8 @@ async def search_snippet_get(call: Call, arguments: dict[str, Any]) -> dict[str,
         raise MethodError("invalidArguments", "emailIds is required")
     subject_words, body_words = search_words(args.filter or {})
 
-    def work(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, local.EmailRow], dict[str, bytes]]:
-        rows = local.email_rows(con, agent, ids)
+    def work(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, jmap_store.EmailRow], dict[str, bytes]]:
+        rows = jmap_store.email_rows(con, agent, ids)
         return rows, local.raws(con, agent, list(rows.values())) if body_words and rows else {}
 
     rows, raws = await read(call, work)

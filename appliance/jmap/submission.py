@@ -22,7 +22,6 @@ from __future__ import annotations
 __all__ = ["PROPERTIES"]
 
 import asyncio
-from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -61,35 +60,18 @@ from appliance.jmap.proto import (
 )
 from appliance.jmap.router import Call, method
 from appliance.mail import html_to_text
+from appliance.store import jmap as jmap_store
+from appliance.store import messages
+from appliance.store.changes import log_threads_since
 from appliance.store.database import Batch, utc
+from appliance.store.jmap import SubmissionRow
 
 PROPERTIES = ["id", "identityId", "emailId", "threadId", "envelope", "sendAt", "undoStatus", "deliveryStatus",
               "dsnBlobIds", "mdnBlobIds"]
 _CREATE = frozenset({"identityId", "emailId", "envelope", TOKEN_PROPERTY})
 
 
-class _Row(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    identity_id: str
-    email_id: str
-    sent_email_id: str
-    thread_id: str
-    send_at: datetime
-    envelope: str
-
-
-def _rows(con: duckdb.DuckDBPyConnection, agent: str, ids: list[str] | None) -> list[_Row]:
-    where, args = "agent = ?", [agent]
-    if ids is not None:
-        where += " AND id IN (SELECT unnest(?::VARCHAR[]))"
-        args.append(ids)  # type: ignore[arg-type]
-    rows = con.execute(f"SELECT id, identity_id, email_id, sent_email_id, thread_id, send_at, envelope FROM "
-                       f"jmap_submissions WHERE {where} ORDER BY send_at, id", args).fetchall()
-    return [_Row(id=r[0], identity_id=r[1], email_id=r[2], sent_email_id=r[3], thread_id=r[4], send_at=r[5],
-                 envelope=r[6]) for r in rows]
-
-
-def _delivery(con: duckdb.DuckDBPyConnection, agent: str, row: _Row) -> dict[str, Any] | None:
+def _delivery(con: duckdb.DuckDBPyConnection, agent: str, row: SubmissionRow) -> dict[str, Any] | None:
     try:
         from appliance.outbound.service import sent_message
     except ImportError:  # pragma: no cover - an appliance without the send half
@@ -104,7 +86,7 @@ def _delivery(con: duckdb.DuckDBPyConnection, agent: str, row: _Row) -> dict[str
             for r in sent.recipients}
 
 
-def _object(con: duckdb.DuckDBPyConnection, agent: str, row: _Row, properties: list[str]) -> dict[str, Any]:
+def _object(con: duckdb.DuckDBPyConnection, agent: str, row: SubmissionRow, properties: list[str]) -> dict[str, Any]:
     full: dict[str, Any] = {"id": row.id, "identityId": row.identity_id, "emailId": row.email_id,
                             "threadId": row.thread_id, "envelope": msgspec.json.decode(row.envelope),
                             "sendAt": utc_date(row.send_at), "undoStatus": "final", "dsnBlobIds": [],
@@ -122,7 +104,7 @@ async def submission_get(call: Call, arguments: dict[str, Any]) -> dict[str, Any
     properties = properties_of(args.properties, set(PROPERTIES), PROPERTIES)
 
     def work(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-        rows = _rows(con, agent, ids)
+        rows = jmap_store.submissions(con, agent, ids)
         if ids is None and len(rows) > call.service.limits.max_objects_in_get:
             raise MethodError("requestTooLarge", "give ids")
         found = {r.id for r in rows}
@@ -140,7 +122,7 @@ async def submission_changes(call: Call, arguments: dict[str, Any]) -> dict[str,
 
     def work(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         def exists(ids: list[str]) -> set[str]:
-            return {r.id for r in _rows(con, agent, ids)}
+            return {r.id for r in jmap_store.submissions(con, agent, ids)}
 
         states, found = compute_changes(con, agent, "EmailSubmission", args.since_state, exists, args.max_changes)
         return changes_answer(args.account_id, args.since_state, states, found)
@@ -148,7 +130,7 @@ async def submission_changes(call: Call, arguments: dict[str, Any]) -> dict[str,
     return await read(call, work)
 
 
-def _matches(row: _Row, node: Any) -> bool:
+def _matches(row: SubmissionRow, node: Any) -> bool:
     if not isinstance(node, dict):
         raise MethodError("invalidArguments", "filter: an object expected")
     if "operator" in node:
@@ -179,7 +161,7 @@ def _matches(row: _Row, node: Any) -> bool:
     return True
 
 
-def _sorted(rows: list[_Row], args: QueryArgs | QueryChangesArgs) -> list[str]:
+def _sorted(rows: list[SubmissionRow], args: QueryArgs | QueryChangesArgs) -> list[str]:
     keys = {"emailId": lambda r: r.email_id, "threadId": lambda r: r.thread_id, "sentAt": lambda r: r.send_at}
     ordered = sorted(rows, key=lambda r: r.id)
     for comparator in reversed(args.sort or []):
@@ -194,7 +176,7 @@ async def submission_query(call: Call, arguments: dict[str, Any]) -> dict[str, A
     args = args_of(QueryArgs, arguments)
     agent = await call.agent(args.account_id)
     state, rows = await read(call, lambda con: (states_of(con, agent).state("EmailSubmission"),
-                                                _rows(con, agent, None)))
+                                                jmap_store.submissions(con, agent, None)))
     ids = _sorted(rows, args)
     position = args.position
     if args.anchor is not None:
@@ -216,13 +198,13 @@ async def submission_query_changes(call: Call, arguments: dict[str, Any]) -> dic
     args = args_of(QueryChangesArgs, arguments)
     agent = await call.agent(args.account_id)
 
-    def work(con: duckdb.DuckDBPyConnection) -> tuple[str, list[str], list[_Row]]:
+    def work(con: duckdb.DuckDBPyConnection) -> tuple[str, list[str], list[SubmissionRow]]:
         states = states_of(con, agent)
         since = since_number(states, args.since_query_state)
         if since < states.heads["EmailSubmission"][1] or since > states.counter:
             raise MethodError("cannotCalculateChanges")
-        changed = changes.unique(i for i, _, _ in changes.changed_rows(con, agent, "EmailSubmission", since))
-        return states.state("EmailSubmission"), changed, _rows(con, agent, None)
+        changed = changes.unique(c.id for c in log_threads_since(con, agent, "EmailSubmission", since))
+        return states.state("EmailSubmission"), changed, jmap_store.submissions(con, agent, None)
 
     state, changed, rows = await read(call, work)
     if args.max_changes is not None and len(changed) > args.max_changes:
@@ -251,21 +233,19 @@ class _Draft(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _draft(con: duckdb.DuckDBPyConnection, agent: str, email_id: str) -> _Draft | None:
-    rows = local.email_rows(con, agent, [email_id])
+    rows = jmap_store.email_rows(con, agent, [email_id])
     row = rows.get(email_id)
     raw = local.email_raw(con, agent, email_id) if row else None
     if row is None or raw is None:
         return None
-    summary = row.summary
+    summary = local.summary_of(row)
     parent_id, parent_sender = None, None
     wanted = [f"<{i}>" for i in (summary.headers.get("inReplyTo") or [])]
     if wanted:
-        found = con.execute("SELECT m.email_id, m.sender FROM messages m JOIN jmap_emails j USING (email_id) WHERE "
-                            "j.agent = ? AND m.agent = ? AND m.mailbox = 'inbox' AND j.message_id IN "
-                            "(SELECT unnest(?::VARCHAR[])) ORDER BY m.received_at DESC LIMIT 1",
-                            [agent, agent, wanted]).fetchone()
+        indexed = jmap_store.emails_with_message_ids(con, agent, wanted)
+        found = messages.newest_sender(con, agent, messages.INBOX, indexed) if indexed else None
         if found:
-            parent_id, parent_sender = str(found[0]), str(found[1]).lower()
+            parent_id, parent_sender = found.email_id, found.sender.lower()
     return _Draft(email_id=email_id, thread_id=row.thread_id, summary=summary, raw=raw, parent_email_id=parent_id,
                   parent_sender=parent_sender)
 
@@ -368,23 +348,18 @@ async def _send(call: Call, agent: str, props: dict[str, Any]) -> tuple[_Draft, 
     return draft, result
 
 
-def _record(batch: Batch, agent: str, rows: list[_Row]) -> str:
+def _record(batch: Batch, agent: str, rows: list[SubmissionRow]) -> str:
     con = batch.con
-    for row in rows:
-        con.execute("INSERT INTO jmap_submissions (id, agent, identity_id, email_id, sent_email_id, thread_id, "
-                    "send_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [row.id, agent, row.identity_id, row.email_id, row.sent_email_id, row.thread_id, row.send_at,
-                     row.envelope])
+    jmap_store.insert_submissions(con, agent, rows)
     changes.log_changes(con, agent, [Change("EmailSubmission", r.id, "created") for r in rows])
     return states_of(con, agent).state("EmailSubmission")
 
 
 def _destroy(batch: Batch, agent: str, ids: list[str]) -> tuple[list[str], str]:
     con = batch.con
-    found = [r.id for r in _rows(con, agent, ids)]
+    found = [r.id for r in jmap_store.submissions(con, agent, ids)]
     if found:
-        con.execute("DELETE FROM jmap_submissions WHERE agent = ? AND id IN (SELECT unnest(?::VARCHAR[]))",
-                    [agent, found])
+        jmap_store.delete_submissions(con, agent, found)
         changes.log_changes(con, agent, [Change("EmailSubmission", i, "destroyed") for i in found])
     return found, states_of(con, agent).state("EmailSubmission")
 
@@ -397,7 +372,7 @@ async def submission_set(call: Call, arguments: dict[str, Any]) -> list[tuple[st
     states = await read(call, lambda con: states_of(con, agent))
     check_state(states, "EmailSubmission", args.if_in_state)
     outcome = SetOutcome(old_state=states.state("EmailSubmission"), new_state=states.state("EmailSubmission"))
-    made: list[_Row] = []
+    made: list[SubmissionRow] = []
     for creation_id, props in (args.create or {}).items():
         if not is_id(creation_id) or not isinstance(props, dict):
             outcome.not_created[creation_id] = SetError("invalidProperties", "not a creation")
@@ -411,7 +386,7 @@ async def submission_set(call: Call, arguments: dict[str, Any]) -> list[tuple[st
                     "rcptTo": [{"email": a, "parameters": None} for a in dict.fromkeys(
                         [*(_addresses(draft.summary, "to") if not draft.parent_email_id else [draft.parent_sender]),
                          *_addresses(draft.summary, "cc")]) if a]}
-        row = _Row(id=local.new_id("S"), identity_id=identity_id(agent), email_id=draft.email_id,
+        row = SubmissionRow(id=local.new_id("S"), identity_id=identity_id(agent), email_id=draft.email_id,
                    sent_email_id=result.email_id, thread_id=result.thread_id, send_at=utc(),
                    envelope=msgspec.json.encode(envelope).decode())
         made.append(row)
@@ -441,7 +416,7 @@ async def submission_set(call: Call, arguments: dict[str, Any]) -> list[tuple[st
     return answers
 
 
-def _follow_up(args: EmailSubmissionSetArgs, outcome: SetOutcome, made: list[_Row]) -> dict[str, Any]:
+def _follow_up(args: EmailSubmissionSetArgs, outcome: SetOutcome, made: list[SubmissionRow]) -> dict[str, Any]:
     """RFC 8621 7.5: onSuccessUpdateEmail / onSuccessDestroyEmail, as Email/set arguments."""
     by_ref = {f"#{c}": r for c, r in zip([c for c in outcome.created], made, strict=True)}
     by_ref.update({r.id: r for r in made})

@@ -13,7 +13,6 @@ from typing import Any
 
 import duckdb
 
-from appliance.jmap import local
 from appliance.jmap.core import (
     args_of,
     changes_answer,
@@ -25,6 +24,7 @@ from appliance.jmap.core import (
 )
 from appliance.jmap.proto import MAIL, ChangesArgs, GetArgs, MethodError
 from appliance.jmap.router import Call, method
+from appliance.store import jmap as jmap_store
 
 PROPERTIES = ["id", "emailIds"]
 
@@ -38,7 +38,7 @@ async def thread_get(call: Call, arguments: dict[str, Any]) -> dict[str, Any]:
     limit = call.service.limits.max_objects_in_get
 
     def work(con: duckdb.DuckDBPyConnection) -> tuple[str, dict[str, list[str]]]:
-        found = local.threads(con, agent, ids)
+        found = jmap_store.threads(con, agent, ids)
         if ids is None and len(found) > limit:
             raise MethodError("requestTooLarge", f"the account has more than {limit} threads: give ids")
         return states_of(con, agent).state("Thread"), found
@@ -57,7 +57,7 @@ async def thread_changes(call: Call, arguments: dict[str, Any]) -> dict[str, Any
 
     def work(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         states, found = compute_changes(con, agent, "Thread", args.since_state,
-                                        lambda ids: local.existing_threads(con, agent, ids), args.max_changes)
+                                        lambda ids: jmap_store.existing_threads(con, agent, ids), args.max_changes)
         return changes_answer(args.account_id, args.since_state, states, found)
 
     return await read(call, work)

@@ -12,6 +12,7 @@ __all__ = [
     "CheckpointMark",
     "DecisionCount",
     "DecisionPage",
+    "DecisionView",
     "SeqAccount",
     "ThreadAdmission",
     "chain_agents",
@@ -20,9 +21,11 @@ __all__ = [
     "checkpoint_times",
     "decision_counts",
     "decision_reason",
+    "decision_views",
     "decisions_page",
     "delete_chain_prefix",
     "delete_heads",
+    "event_count",
     "export_parquet",
     "first_seq_through",
     "head_hashes",
@@ -383,3 +386,34 @@ def decision_reason(con: duckdb.DuckDBPyConnection, decision_id: str) -> str | N
     """A decision's reason, None when it has none or there is no such decision."""
     row = con.execute("SELECT reason FROM decisions WHERE decision_id = ?", [decision_id]).fetchone()
     return row[0] if row else None
+
+
+def event_count(con: duckdb.DuckDBPyConnection) -> int:
+    """How many events the audit log holds."""
+    row = con.execute("SELECT count(*) FROM events").fetchone()
+    return int(row[0]) if row else 0
+
+
+class DecisionView(msgspec.Struct, frozen=True, kw_only=True):
+    """What JMAP shows of a gate decision (the ``gate`` property of an Email)."""
+
+    decision_id: str
+    action: str
+    reason: str | None
+    rule: int | None
+    capabilities: list[str] | None
+    spf: str | None
+    dkim: str | None
+    dmarc: str | None
+    ts: datetime
+    thread_id: str | None
+    intake: str | None
+
+
+def decision_views(con: duckdb.DuckDBPyConnection, agent: str, decision_ids: list[str]) -> list[DecisionView]:
+    """The agent's decisions among ``decision_ids``."""
+    found = con.execute("SELECT decision_id, action, reason, rule, capabilities, spf, dkim, dmarc, ts, thread_id, "
+                        "intake FROM decisions WHERE decision_id IN (SELECT unnest(?::VARCHAR[])) AND agent = ?",
+                        [decision_ids, agent]).fetchall()
+    return [DecisionView(decision_id=r[0], action=r[1], reason=r[2], rule=r[3], capabilities=r[4], spf=r[5],
+                         dkim=r[6], dmarc=r[7], ts=r[8], thread_id=r[9], intake=r[10]) for r in found]

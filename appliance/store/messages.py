@@ -18,10 +18,12 @@ __all__ = [
     "SCHEMA",
     "SENT",
     "AdmittedMessage",
+    "MessageSender",
     "MessageSummary",
     "MessageThread",
     "StoredMessage",
     "admitted_after",
+    "count_in_mailboxes",
     "delete_message",
     "get_message",
     "latest_with_message_id",
@@ -29,8 +31,13 @@ __all__ = [
     "mailbox_email_ids",
     "may_join_thread",
     "message_agent",
+    "message_count",
+    "message_raw",
     "message_received_at",
     "move_message",
+    "newest_sender",
+    "raws_by_id",
+    "raws_received_between",
     "resolve_thread",
     "save_message",
     "subject_key",
@@ -303,3 +310,56 @@ def mailbox_email_ids(con: duckdb.DuckDBPyConnection, mailbox: str, *, agent: st
     return [str(r[0]) for r in con.execute(
         f"SELECT email_id FROM messages WHERE {' AND '.join(where)} ORDER BY received_at DESC, email_id DESC "
         "LIMIT ?", [*args, limit]).fetchall()]
+
+
+def message_count(con: duckdb.DuckDBPyConnection) -> int:
+    """How many messages the store holds, every mailbox and agent."""
+    row = con.execute("SELECT count(*) FROM messages").fetchone()
+    return int(row[0]) if row else 0
+
+
+def count_in_mailboxes(con: duckdb.DuckDBPyConnection, mailboxes: list[str]) -> int:
+    """How many stored messages are in one of ``mailboxes``, every agent."""
+    row = con.execute(f"SELECT count(*) FROM messages WHERE mailbox IN ({', '.join('?' for _ in mailboxes)})",
+                      mailboxes).fetchone()
+    return int(row[0]) if row else 0
+
+
+def message_raw(con: duckdb.DuckDBPyConnection, email_id: str, agent: str) -> bytes | None:
+    """The bytes of the agent's stored message ``email_id``, or None."""
+    found = con.execute("SELECT raw FROM messages WHERE email_id = ? AND agent = ?", [email_id, agent]).fetchone()
+    return bytes(found[0]) if found else None
+
+
+def raws_by_id(con: duckdb.DuckDBPyConnection, ids: list[str]) -> dict[str, bytes]:
+    """The bytes of the stored messages among ``ids``, by email id."""
+    rows = con.execute("SELECT email_id, raw FROM messages WHERE email_id IN (SELECT unnest(?::VARCHAR[]))",
+                       [ids]).fetchall()
+    return {str(i): bytes(r) for i, r in rows}
+
+
+def raws_received_between(con: duckdb.DuckDBPyConnection, agent: str, ids: list[str], low: datetime,
+                          high: datetime) -> dict[str, bytes]:
+    """The bytes of the agent's stored messages among ``ids`` received from ``low`` to ``high``, by email id.
+
+    Messages are stored in arrival order: the range lets DuckDB skip the rest of the table's bytes.
+    """
+    found = con.execute("SELECT email_id, raw FROM messages WHERE received_at BETWEEN ? AND ? AND email_id IN "
+                        "(SELECT unnest(?::VARCHAR[])) AND agent = ?", [low, high, ids, agent]).fetchall()
+    return {str(i): bytes(r) for i, r in found}
+
+
+class MessageSender(msgspec.Struct, frozen=True):
+    """A stored message's email id and sender."""
+
+    email_id: str
+    sender: str
+
+
+def newest_sender(con: duckdb.DuckDBPyConnection, agent: str, mailbox: str, ids: list[str]) -> MessageSender | None:
+    """The newest of the agent's messages among ``ids`` in ``mailbox``, with its sender, or None."""
+    found = con.execute("SELECT email_id, sender FROM messages WHERE agent = ? AND mailbox = ? AND email_id IN "
+                        "(SELECT unnest(?::VARCHAR[])) ORDER BY received_at DESC LIMIT 1",
+                        [agent, mailbox, ids]).fetchone()
+    return MessageSender(str(found[0]), str(found[1])) if found else None
+

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 __all__ = ["FAMILIES", "owner_of"]
 
-from appliance.store import audit, deliveries, jmap, limits, messages, outbound
+from appliance.store import audit, changes, deliveries, jmap, limits, messages, outbound
 from appliance.store.schema import TableFamily
 
 FAMILIES: tuple[TableFamily, ...] = (
-    audit.SCHEMA, messages.SCHEMA, limits.SCHEMA, deliveries.SCHEMA, outbound.SCHEMA, jmap.SCHEMA,
+    audit.SCHEMA, messages.SCHEMA, limits.SCHEMA, deliveries.SCHEMA, outbound.SCHEMA, changes.SCHEMA,
+    jmap.SCHEMA,
 )
 
 _OWNERS = {table: family.owner for family in FAMILIES for table in family.tables}
