@@ -35,6 +35,7 @@ test: lint $(SPF_SUITE)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/outbound.py
 
 # The appliance next to Debian's Postfix and Postfix+OpenDKIM (installs them when missing; needs root).
 .PHONY: bench-peer

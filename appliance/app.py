@@ -1,12 +1,13 @@
-"""The HTTP face of the appliance: ``create_app(config)`` builds the Litestar app.
+"""The HTTP face of the appliance: ``create_app(config)`` picks the mode and builds the Litestar app.
 
-The lifespan starts and stops the ``Runtime`` (database, SMTP server,
-schedulers, dispatcher); handlers reach it through ``app.state.runtime``.
+The mode (``appliance.modes``) mounts the routes, starts and stops the
+``Runtime`` and the mode's intake, and provides the running parts to the
+handlers by dependency injection. What is the same in every mode lives here:
 
 Limits on what a request may make the appliance do, before any handler runs:
 
-- bodies: ``JSON_BODY_LIMIT`` for every route but Stalwart's MTA hook, whose body
-  carries a whole message (``hook_body_limit``); a larger ``Content-Length`` is a
+- bodies: ``JSON_BODY_LIMIT`` for every route but those whose body carries a whole
+  message (``message_body_limit``: Stalwart's MTA hook, sends); a larger ``Content-Length`` is a
   413 before anything is read, and authentication (guards) runs before the body is read;
 - JSON nested deeper than the decoder's recursion limit is a 400, not a 500;
 - error replies quote at most ``ERROR_QUOTE_LIMIT`` characters of anything (a
@@ -15,38 +16,28 @@ Limits on what a request may make the appliance do, before any handler runs:
 
 from __future__ import annotations
 
-__all__ = ["ERROR_QUOTE_LIMIT", "JSON_BODY_LIMIT", "create_app", "hook_body_limit"]
+__all__ = ["ERROR_QUOTE_LIMIT", "JSON_BODY_LIMIT", "create_app", "message_body_limit"]
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, Request, Router, get
+from litestar import Litestar, Request, get
 from litestar.datastructures import State
 from litestar.exceptions import ClientException, HTTPException
 from litestar.exceptions.responses import create_exception_response
 from litestar.response import Response
 
-from appliance.api import ROUTES
-from appliance.api.blobs import blob_router
-from appliance.api.hook import mta_hook
-from appliance.api.jmap import jmap_router
-from appliance.api.outbound import outbound_router
+from appliance.api.bodies import JSON_BODY_LIMIT, message_body_limit
 from appliance.api.schema import openapi_config
-from appliance.api.tools import tools_router
 from appliance.config import ApplianceConfig
+from appliance.modes.mode import Mode
+from appliance.modes.sandbox import SandboxMode
+from appliance.modes.stalwart import StalwartMode
 from appliance.runtime import Runtime
-
-JSON_BODY_LIMIT = 64 * 1024
-"""Bytes of a request body at most, on every route but the MTA hook (admin and agent JSON is small)."""
 
 ERROR_QUOTE_LIMIT = 500
 """Characters of an error reply's ``detail`` (and of each string in its ``extra``) at most."""
 
-
-def hook_body_limit(config: ApplianceConfig) -> int:
-    """The MTA hook's body limit: the whole message as a JSON string (escapes may double it), plus the envelope."""
-    return config.smtp.max_message_size * 2 + 1_000_000
+MODES: dict[str, type[Mode]] = {"sandbox": SandboxMode, "stalwart": StalwartMode}
 
 
 class _Request(Request[Any, Any, Any]):
@@ -83,33 +74,20 @@ def _bounded_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respo
 
 @get("/healthz", include_in_schema=False, sync_to_thread=False)
 def healthz(state: State) -> Response[dict[str, str]]:
-    """200 once SMTP and HTTP both accept connections; 503 before and while stopping."""
+    """200 once the mode's intake (SMTP or the hook) and HTTP both accept; 503 before and while stopping."""
     runtime: Runtime = state.runtime
-    if runtime.started and runtime.smtp_ready:
+    if runtime.started and runtime.ready:
         return Response({"status": "ok"}, status_code=200)
     return Response({"status": "starting"}, status_code=503)
 
 
 def create_app(config: ApplianceConfig, runtime: Runtime | None = None) -> Litestar:
-    """Build the app for ``config`` (``runtime`` lets tests pass their own)."""
+    """Build the app for ``config`` in its mode (``runtime`` lets tests pass their own)."""
     rt = runtime or Runtime(config)
-
-    @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        await rt.start()
-        try:
-            yield
-        finally:
-            await rt.stop()
-
-    # The hook's limit depends on the configuration: its own router carries it (the closest layer wins).
-    hook = Router(path="/", route_handlers=[mta_hook], request_max_body_size=hook_body_limit(config))
     return Litestar(
-        route_handlers=[healthz, *(r for r in ROUTES if r is not mta_hook), hook, jmap_router(config),
-                        # the send half: each with its body limit, its {"error", "detail"} errors, its services
-                        outbound_router(config), blob_router(config), tools_router()],
-        lifespan=[lifespan],
-        state=State({"runtime": rt}),
+        route_handlers=[healthz],
+        plugins=[MODES[config.mode](rt)],
+        state=State({"runtime": rt}),  # healthz and the CLI's start-up watch read it; handlers get parts by DI
         openapi_config=openapi_config(title="Mail appliance", version="0.1.0"),  # Swagger UI served locally
         request_max_body_size=JSON_BODY_LIMIT,
         request_class=_Request,

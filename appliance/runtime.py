@@ -1,7 +1,9 @@
 """The running appliance: its parts, started and stopped in order.
 
-``Runtime`` is plain Python, so tests drive it without HTTP; the Litestar
-app's lifespan (``appliance.app``) only calls ``start`` and ``stop``.
+``Runtime`` is plain Python, so tests drive it without HTTP. It runs what
+every mode shares (database, policies, readers, reception, dispatcher, outbox,
+tools, the outbound worker, schedulers); each mode (``appliance.modes``)
+starts its own intake around it and hands its parts to the handlers.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import duckdb
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -34,11 +35,9 @@ from appliance.outbound.service import Outbox, appliance_secrets
 from appliance.outbound.worker import OutboundWorker, start_outbound
 from appliance.policy.book import PolicyBook, PolicyChange
 from appliance.store.database import Database, private_file, utc
+from appliance.store.deliveries import remove_finished
 from appliance.store.limits import PersistentLimits
 from appliance.tools import Tools
-
-if TYPE_CHECKING:
-    from appliance.inbound.smtp import SmtpServer
 
 log = logging.getLogger("appliance")
 
@@ -51,14 +50,13 @@ class Runtime:
     def __init__(self, config: ApplianceConfig) -> None:
         self.config = config
         self.started = False
-        self.smtp_ready = False
+        self.ready = False
+        """The mode's intake accepts mail (set by the mode, read by ``/healthz``)."""
         self._stop_hooks: list[StopHook] = []
         self._scheduler: AsyncIOScheduler | None = None
         self.db: Database
         self.policies: PolicyBook
         self.reception: Reception
-        self.smtp_server: SmtpServer | None = None
-        """The embedded SMTP server (sandbox mode)."""
         self.admin_token = ""
         self.agent_keys: dict[str, str] = {}
         """API key -> agent address."""
@@ -77,7 +75,7 @@ class Runtime:
         return self.config.data_path / "appliance.duckdb"
 
     async def start(self) -> None:
-        """Open the database, load policies and limits, start the schedulers and the SMTP server."""
+        """Open the database, load policies and limits, start the readers, schedulers and workers."""
         config = self.config
         self.policies = PolicyBook({a.address: config.path(a.policy) for a in config.agents})
         self.db = Database(self.db_path)
@@ -101,11 +99,6 @@ class Runtime:
         )
         self.reception.on_committed = lambda _: self.wake_dispatcher()
         self._start_scheduler()
-        if config.mode == "sandbox":
-            from appliance.inbound.smtp import start_smtp_server
-
-            self.smtp_server = await start_smtp_server(config.smtp, self.reception, hostname=config.hostname)
-            self._stop_hooks.append(self.smtp_server.stop)
         self.dispatcher = await start_dispatcher(self.db, config)
         self._stop_hooks.append(self.dispatcher.stop)
         secrets_ = appliance_secrets(config, agent_keys=self.agent_keys, admin_token=self.admin_token,
@@ -118,13 +111,13 @@ class Runtime:
         self.outbound = await start_outbound(self.db, config, reception=self.reception,
                                              resolver=self.reception.resolver, on_committed=self.wake_dispatcher)
         self._stop_hooks.append(self.outbound.stop)
-        self.smtp_ready = True
         self.started = True
         log.info("appliance started (%s mode, %d agent(s))", config.mode, len(config.agents))
 
     async def stop(self) -> None:
         """Stop accepting, let transactions in flight finish, flush and close (reverse start order)."""
-        self.smtp_ready = False
+        self.ready = False
+        """The mode's intake accepts mail (set by the mode, read by ``/healthz``)."""
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
         while self._stop_hooks:
@@ -213,10 +206,5 @@ class Runtime:
 
 def _retain(con: duckdb.DuckDBPyConnection, *, agent: str, days: int, now: datetime) -> int:
     removed = apply_retention(con, agent, days, now)
-    before = now - timedelta(days=days)
-    con.execute("DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT delivery_id FROM deliveries "
-                "WHERE agent = ? AND status IN ('delivered', 'discarded', 'stream') AND created_at < ?)",
-                [agent, before])
-    con.execute("DELETE FROM deliveries WHERE agent = ? AND status IN ('delivered', 'discarded', 'stream') "
-                "AND created_at < ?", [agent, before])
+    remove_finished(con, agent=agent, before=now - timedelta(days=days))
     return removed

@@ -1,17 +1,29 @@
-"""HTTP API handlers, one module per resource; ``ROUTES`` lists them all for the app."""
+"""HTTP API handlers, one module per resource; ``agent_and_admin_routes`` lists what every mode serves."""
+
+from __future__ import annotations
+
+__all__ = ["agent_and_admin_routes"]
 
 from litestar.types import ControllerRouterHandler
 
 from appliance.api.audit import AuditController
+from appliance.api.blobs import blob_router
 from appliance.api.deliveries import DeliveryController, EndpointController
 from appliance.api.events import event_stream_handler
-from appliance.api.hook import mta_hook
+from appliance.api.jmap import jmap_router
 from appliance.api.messages import MessageController
 from appliance.api.metrics import metrics
+from appliance.api.outbound import outbound_router
 from appliance.api.quarantine import QuarantineController
 from appliance.api.tokens import introspect_token
+from appliance.api.tools import tools_router
 from appliance.api.usage import report_usage
+from appliance.config import ApplianceConfig
 
-ROUTES: list[ControllerRouterHandler] = [AuditController, QuarantineController, report_usage,
-                                         mta_hook, DeliveryController, EndpointController,
-                                         event_stream_handler, introspect_token, MessageController, metrics]
+
+def agent_and_admin_routes(config: ApplianceConfig) -> list[ControllerRouterHandler]:
+    """The REST API, JMAP and the event stream: the same in both modes (Stalwart's hook is its mode's own)."""
+    return [AuditController, QuarantineController, report_usage, DeliveryController, EndpointController,
+            event_stream_handler, introspect_token, MessageController, metrics, jmap_router(config),
+            # the send half: each with its body limit and its {"error", "detail"} errors
+            outbound_router(config), blob_router(config), tools_router()]

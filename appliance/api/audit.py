@@ -16,7 +16,7 @@ from pathlib import Path
 
 from litestar import Controller, get, post
 from litestar.background_tasks import BackgroundTask
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.exceptions import ClientException
 from litestar.params import FromQuery, JSONBody
 from litestar.response import File
@@ -34,7 +34,7 @@ from appliance.audit.query import (
     readonly_sql,
 )
 from appliance.errors import InputError
-from appliance.runtime import Runtime
+from appliance.store.database import Database
 
 
 class AuditController(Controller):
@@ -42,40 +42,36 @@ class AuditController(Controller):
     guards = [admin_guard]  # noqa: RUF012 - Litestar reads it as a class attribute
 
     @get("/")
-    async def list_decisions(self, state: State, since: FromQuery[datetime | None] = None,
+    async def list_decisions(self, db: NamedDependency[Database], since: FromQuery[datetime | None] = None,
                              until: FromQuery[datetime | None] = None, action: FromQuery[str | None] = None,
                              sender: FromQuery[str | None] = None, agent: FromQuery[str | None] = None,
                              after: FromQuery[int] = 0, limit: FromQuery[int] = 100) -> QueryResult:
         """Decision rows in order; pass the last ``seq`` seen as ``after`` for the next page."""
-        runtime: Runtime = state.runtime
         flt = AuditFilter(since=_naive_utc(since), until=_naive_utc(until), action=action, sender=sender,
                           agent=agent, after=after, limit=limit)
-        return await runtime.db.read(lambda con: decisions_page(con, flt))
+        return await db.read(lambda con: decisions_page(con, flt))
 
     @post("/sql", status_code=200)
-    async def sql(self, state: State, data: JSONBody[SqlRequest]) -> QueryResult:
+    async def sql(self, db: NamedDependency[Database], data: JSONBody[SqlRequest]) -> QueryResult:
         """Run read-only SQL over a snapshot of the appliance's tables (400 names the rule a query broke)."""
-        runtime: Runtime = state.runtime
         try:
-            return await runtime.db.read(
+            return await db.read(
                 lambda con: readonly_sql(con, data.sql, max_rows=data.max_rows, timeout=data.timeout))
         except InputError as exc:
             raise ClientException(str(exc)) from exc
 
     @get("/verify")
-    async def verify(self, state: State) -> VerifyReport:
+    async def verify(self, db: NamedDependency[Database]) -> VerifyReport:
         """Walk every hash chain; ``ok`` false names the first broken row."""
-        runtime: Runtime = state.runtime
-        return await runtime.db.read(verify_chain)
+        return await db.read(verify_chain)
 
     @post("/export", status_code=200, media_type=EXPORT_MEDIA_TYPE)
-    async def export(self, state: State) -> File:
+    async def export(self, db: NamedDependency[Database]) -> File:
         """Every decision row as a Parquet file, in the response body (row count in ``x-audit-rows``)."""
-        runtime: Runtime = state.runtime
         directory = Path(tempfile.mkdtemp(prefix="appliance-export-"))
         out = directory / "decisions.parquet"
         try:
-            rows = await runtime.db.read(lambda con: export_parquet(con, out))
+            rows = await db.read(lambda con: export_parquet(con, out))
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             raise

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from litestar import Request, Router, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.params import FromQuery
 
 from appliance.api.auth import agent_guard, require_agent
@@ -23,11 +23,11 @@ from appliance.api.outbound import ERROR_HANDLERS
 from appliance.config import ApplianceConfig
 from appliance.outbound.blobs import BlobInfo, BlobRejected, clean_content_type, clean_filename, new_blob, save_blob
 from appliance.outbound.service import Refused
-from appliance.runtime import Runtime
+from appliance.store.database import Database
 
 
 @post("/api/v1/blobs", status_code=201, guards=[agent_guard])
-async def upload_blob(request: Request[Any, Any, Any], state: State,
+async def upload_blob(request: Request[Any, Any, Any], db: NamedDependency[Database],
                       filename: FromQuery[str | None] = None) -> BlobInfo:
     """Store the body as a blob of the calling agent: ``{"blobId", "size", "contentType", "filename"}``."""
     agent = require_agent(request)
@@ -38,8 +38,7 @@ async def upload_blob(request: Request[Any, Any, Any], state: State,
         raise Refused(400, "invalid_request", str(exc)) from None
     data = await request.body()
     blob = new_blob(agent=agent, data=data, content_type=content_type, filename=name, now=time.time())
-    runtime: Runtime = state.runtime
-    await runtime.db.write(lambda con: save_blob(con, blob))
+    await db.write(lambda con: save_blob(con, blob))
     return blob.info
 
 

@@ -13,39 +13,37 @@ __all__ = ["event_stream_handler"]
 from collections.abc import AsyncIterator
 
 from litestar import Request, get
-from litestar.datastructures import State
-from litestar.exceptions import ClientException, ServiceUnavailableException
+from litestar.di import NamedDependency
+from litestar.exceptions import ClientException
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
 from appliance.api.auth import require_agent
+from appliance.delivery.dispatcher import Dispatcher
 from appliance.delivery.stream import BadCursor, event_stream, resolve_cursor
-from appliance.runtime import Runtime
+from appliance.store.database import Database
 
 RETRY_MS = 2000
 """How soon (milliseconds) a disconnected EventSource should reconnect."""
 
 
 @get("/api/v1/events", name="events")
-async def event_stream_handler(request: Request, state: State) -> ServerSentEvent:  # type: ignore[type-arg]
+async def event_stream_handler(request: Request, db: NamedDependency[Database],  # type: ignore[type-arg]
+                               dispatcher: NamedDependency[Dispatcher]) -> ServerSentEvent:
     """The agent's events, forever (a ``: keepalive`` comment every 15 quiet seconds).
 
     Resume with the ``Last-Event-ID`` header or the ``lastEventId`` query parameter.
     """
     agent = require_agent(request)
-    runtime: Runtime = state.runtime
-    dispatcher = runtime.dispatcher
-    if dispatcher is None:
-        raise ServiceUnavailableException("the appliance is starting")
     resume = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
     try:
-        cursor = await runtime.db.read(lambda con: resolve_cursor(con, agent, resume))
+        cursor = await db.read(lambda con: resolve_cursor(con, agent, resume))
     except BadCursor as exc:
         raise ClientException(str(exc)) from None
 
     async def messages() -> AsyncIterator[ServerSentEventMessage]:
         yield ServerSentEventMessage(data=None, retry=RETRY_MS, comment=f"events for {agent} after {cursor}")
-        async for event in event_stream(runtime.db, agent, cursor, tokens=dispatcher.tokens,
+        async for event in event_stream(db, agent, cursor, tokens=dispatcher.tokens,
                                         changed=dispatcher.changed,
                                         closed=lambda: dispatcher.streams_closed):
             if event is None:

@@ -9,7 +9,7 @@ not a hook request is a 400 saying why, which Stalwart turns into a 451
 
 from __future__ import annotations
 
-__all__ = ["mta_hook"]
+__all__ = ["hook_router", "mta_hook", "presented_secret"]
 
 import base64
 import binascii
@@ -17,13 +17,15 @@ import hmac
 import os
 
 import msgspec
-from litestar import Request, post
-from litestar.datastructures import State
+from litestar import Request, Router, post
+from litestar.di import NamedDependency
 from litestar.enums import MediaType
 from litestar.exceptions import NotAuthorizedException, ValidationException
 from litestar.response import Response
 
-from appliance.runtime import Runtime
+from appliance.api.bodies import message_body_limit
+from appliance.config import ApplianceConfig
+from appliance.inbound.reception import Reception
 from appliance.stalwart.hook import HookRequestError, MtaHook
 from appliance.stalwart.proto import decode_request, encode_response
 
@@ -59,18 +61,23 @@ def _authorize(request: Request, secret_env: str) -> None:  # type: ignore[type-
 
 
 @post("/hooks/mta", status_code=200, summary="Stalwart MTA hook")
-async def mta_hook(request: Request, state: State) -> Response[bytes]:  # type: ignore[type-arg]
+async def mta_hook(request: Request, config: NamedDependency[ApplianceConfig],  # type: ignore[type-arg]
+                   reception: NamedDependency[Reception]) -> Response[bytes]:
     """Answer one MTA hook call: accept, reject with an SMTP reply, or discard."""
-    runtime: Runtime = state.runtime
-    _authorize(request, runtime.config.hook.secret_env)
+    _authorize(request, config.hook.secret_env)
     body = await request.body()
     try:
         hook_request = decode_request(body)
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError too
         raise ValidationException(f"not an MTA hook request: {exc}") from None
-    hook = MtaHook(runtime.reception)
+    hook = MtaHook(reception)
     try:
         answer = await hook.answer(hook_request)
     except HookRequestError as exc:
         raise ValidationException(f"not an MTA hook request: {exc}") from None
     return Response(content=encode_response(answer), media_type=MediaType.JSON, status_code=200)
+
+
+def hook_router(config: ApplianceConfig) -> Router:
+    """The hook with its own body limit: its body carries a whole message (the closest layer's limit wins)."""
+    return Router(path="/", route_handlers=[mta_hook], request_max_body_size=message_body_limit(config))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 __all__ = ["jmap_router"]
 
-import hmac
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -29,22 +28,21 @@ from urllib.parse import quote
 import msgspec
 from litestar import Request, Router, get, post
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
-from litestar.exceptions import ClientException, NotAuthorizedException, NotFoundException
+from litestar.di import NamedDependency
+from litestar.exceptions import ClientException, NotFoundException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath
 from litestar.response import Response, ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
-from appliance.api.auth import bearer
+from appliance.api.auth import require_caller
 from appliance.config import ApplianceConfig
 from appliance.jmap import local, router
 from appliance.jmap.changes import TYPES
 from appliance.jmap.proto import MethodError, RequestError
 from appliance.jmap.push import PING_RANGE, Subscriber
-from appliance.jmap.service import Caller, JmapService, for_runtime
+from appliance.jmap.service import Caller, JmapService
 from appliance.jmap.session import session, session_state
-from appliance.runtime import Runtime
 
 _ENCODER = msgspec.json.Encoder()
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
@@ -52,24 +50,15 @@ _PUSH_TYPES = frozenset([*TYPES, "Identity"])
 
 
 def _identify(connection: ASGIConnection) -> str | None:  # type: ignore[type-arg]
-    """The agent whose key the request carries, None for the admin token; 401 otherwise."""
-    runtime: Runtime = connection.app.state.runtime
-    token = bearer(connection).encode()
-    if token and hmac.compare_digest(token, runtime.admin_token.encode()):
-        return None
-    for key, agent in runtime.agent_keys.items():
-        if token and hmac.compare_digest(token, key.encode()):
-            return agent
-    raise NotAuthorizedException("an agent API key or the admin token is required (Authorization: Bearer <key>)",
-                                 headers={"WWW-Authenticate": 'Bearer realm="jmap"'})
+    """The agent whose key the request carries, None for the admin token; 401 (with a challenge) otherwise."""
+    return require_caller(connection, realm="jmap")
 
 
 def jmap_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
     _identify(connection)
 
 
-def _context(request: Request, state: State) -> tuple[JmapService, Caller]:  # type: ignore[type-arg]
-    service = for_runtime(state)
+def _context(request: Request, service: JmapService) -> tuple[JmapService, Caller]:  # type: ignore[type-arg]
     return service, service.caller(_identify(request))
 
 
@@ -96,17 +85,18 @@ def _base_url(request: Request) -> str:  # type: ignore[type-arg]
 
 
 @get(["/.well-known/jmap", "/api/v1/jmap/session"], guards=[jmap_guard], name="jmap-session")
-async def jmap_session(request: Request, state: State) -> Response[bytes]:  # type: ignore[type-arg]
+async def jmap_session(request: Request[Any, Any, Any],
+                       jmap: NamedDependency[JmapService]) -> Response[bytes]:
     """The JMAP Session: capabilities, the caller's accounts, the API, upload, download and push URLs."""
-    service, caller = _context(request, state)
+    service, caller = _context(request, jmap)
     return Response(_ENCODER.encode(session(service, caller, _base_url(request))), media_type="application/json",
                     headers={"cache-control": "no-cache, no-store"})
 
 
 @post(["/api/v1/jmap", "/jmap"], guards=[jmap_guard], name="jmap-api", status_code=200)
-async def jmap_api(request: Request, state: State) -> Response[bytes]:  # type: ignore[type-arg]
+async def jmap_api(request: Request[Any, Any, Any], jmap: NamedDependency[JmapService]) -> Response[bytes]:
     """A JMAP API request (RFC 8620 3): method calls in, method responses out."""
-    service, caller = _context(request, state)
+    service, caller = _context(request, jmap)
     limits = service.limits
     if service.inflight[caller.name] >= limits.max_concurrent_requests:
         return _problem(RequestError("limit", "too many requests at once", status=429,
@@ -131,9 +121,10 @@ async def _account(service: JmapService, caller: Caller, account_id: str) -> str
 
 
 @post("/api/v1/jmap/upload/{account_id:str}", guards=[jmap_guard], name="jmap-upload", status_code=201)
-async def jmap_upload(request: Request, state: State, account_id: FromPath[str]) -> Response[bytes]:  # type: ignore[type-arg]
+async def jmap_upload(request: Request[Any, Any, Any], jmap: NamedDependency[JmapService],
+                      account_id: FromPath[str]) -> Response[bytes]:
     """Upload a blob (RFC 8620 6.1): the body's bytes, typed by its Content-Type; kept a day."""
-    service, caller = _context(request, state)
+    service, caller = _context(request, jmap)
     agent = await _account(service, caller, account_id)
     if service.uploads[caller.name] >= service.limits.max_concurrent_upload:
         return _problem(RequestError("limit", "too many uploads at once", status=429, limit="maxConcurrentUpload"))
@@ -153,10 +144,11 @@ async def jmap_upload(request: Request, state: State, account_id: FromPath[str])
 
 
 @get("/api/v1/jmap/download/{account_id:str}/{blob_id:str}/{name:str}", guards=[jmap_guard], name="jmap-download")
-async def jmap_download(request: Request, state: State, account_id: FromPath[str],  # type: ignore[type-arg]
+async def jmap_download(request: Request[Any, Any, Any], jmap: NamedDependency[JmapService], account_id: FromPath[str],
+
                         blob_id: FromPath[str], name: FromPath[str]) -> Response[bytes]:
     """Download a blob (RFC 8620 6.2): an upload, an Email's message, or one of its parts."""
-    service, caller = _context(request, state)
+    service, caller = _context(request, jmap)
     agent = await _account(service, caller, account_id)
     await service.ready(sync=True)
     found = await service.db.read(lambda con: local.blob_data(con, agent, blob_id))
@@ -183,9 +175,10 @@ def _types(value: str | None) -> frozenset[str] | None:
 
 
 @get("/api/v1/jmap/eventsource", guards=[jmap_guard], name="jmap-eventsource")
-async def jmap_eventsource(request: Request, state: State) -> ServerSentEvent:  # type: ignore[type-arg]
+async def jmap_eventsource(request: Request[Any, Any, Any],
+                           jmap: NamedDependency[JmapService]) -> ServerSentEvent:
     """Push (RFC 8620 7.3): a ``state`` event carrying a StateChange whenever the caller's data changes."""
-    service, caller = _context(request, state)
+    service, caller = _context(request, jmap)
     params = request.query_params
     types = _types(params.get("types"))
     close_after = (params.get("closeafter") or "no").strip()

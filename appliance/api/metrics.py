@@ -12,19 +12,20 @@ from __future__ import annotations
 
 __all__ = ["metrics", "metrics_guard"]
 
-import hmac
-import os
 
 import duckdb
 from litestar import get
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.response import Response
 
-from appliance.api.auth import bearer
-from appliance.runtime import Runtime
+from appliance.api.auth import bearer, credentials
+from appliance.store.audit import decision_counts
+from appliance.store.database import Database
+from appliance.store.deliveries import delivery_counts
+from appliance.store.messages import QUARANTINE, count_in_mailboxes
 
 _CONTENT_TYPE = "text/plain; version=0.0.4"
 """Prometheus' text format; Litestar appends ``; charset=utf-8`` to every ``text/*`` type itself."""
@@ -33,18 +34,16 @@ _CONTENT_TYPE = "text/plain; version=0.0.4"
 def _samples(con: duckdb.DuckDBPyConnection) -> list[str]:
     lines = ["# HELP appliance_decisions_total Gate decisions recorded, by agent, action and reason.",
              "# TYPE appliance_decisions_total counter"]
-    for agent, action, reason, n in con.execute(
-            "SELECT agent, action, coalesce(reason, ''), count(*) FROM decisions GROUP BY ALL ORDER BY ALL").fetchall():
-        labels = f'agent="{_esc(agent)}",action="{action}",reason="{_esc(reason)}"'
-        lines.append(f"appliance_decisions_total{{{labels}}} {n}")
+    for d in decision_counts(con):
+        labels = f'agent="{_esc(d.agent)}",action="{d.action}",reason="{_esc(d.reason)}"'
+        lines.append(f"appliance_decisions_total{{{labels}}} {d.count}")
     lines += ["# HELP appliance_deliveries Deliveries by agent, event type and status.",
               "# TYPE appliance_deliveries gauge"]
-    for agent, event_type, status, n in con.execute(
-            "SELECT agent, event_type, status, count(*) FROM deliveries GROUP BY ALL ORDER BY ALL").fetchall():
-        lines.append(f'appliance_deliveries{{agent="{_esc(agent)}",type="{event_type}",status="{status}"}} {n}')
+    for c in delivery_counts(con):
+        labels = f'agent="{_esc(c.agent)}",type="{c.event_type}",status="{c.status}"'
+        lines.append(f"appliance_deliveries{{{labels}}} {c.count}")
     lines += ["# HELP appliance_quarantined Messages held in quarantine.", "# TYPE appliance_quarantined gauge"]
-    held = con.execute("SELECT count(*) FROM messages WHERE mailbox = 'quarantine'").fetchone()
-    lines.append(f"appliance_quarantined {held[0] if held else 0}")
+    lines.append(f"appliance_quarantined {count_in_mailboxes(con, [QUARANTINE])}")
     return lines
 
 
@@ -54,23 +53,14 @@ def _esc(value: str) -> str:
 
 def metrics_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
     """401 unless the request carries the admin token or the metrics token."""
-    runtime: Runtime = connection.app.state.runtime
-    given = bearer(connection).encode()
-    allowed = [runtime.admin_token]
-    name = runtime.config.http.metrics_token_env
-    if name and os.environ.get(name, "").strip():
-        allowed.append(os.environ[name].strip())
-    # every candidate is compared (no early exit), and an empty token never matches
-    matches = [hmac.compare_digest(given, token.encode()) for token in allowed if token]
-    if not given or not any(matches):
+    if not credentials(connection).may_read_metrics(bearer(connection)):
         raise NotAuthorizedException("metrics token or admin token required (Authorization: Bearer <token>)")
 
 
 @get("/metrics", include_in_schema=False, media_type=_CONTENT_TYPE, guards=[metrics_guard])
-async def metrics(state: State) -> Response[str]:
+async def metrics(db: NamedDependency[Database]) -> Response[str]:
     """The appliance's counters, for Prometheus."""
-    runtime: Runtime = state.runtime
-    lines = await runtime.db.read(_samples)
+    lines = await db.read(_samples)
     lines += ["# HELP appliance_db_commits_total Write transactions committed (one per group of messages).",
-              "# TYPE appliance_db_commits_total counter", f"appliance_db_commits_total {runtime.db.commits}"]
+              "# TYPE appliance_db_commits_total counter", f"appliance_db_commits_total {db.commits}"]
     return Response("\n".join(lines) + "\n", media_type=_CONTENT_TYPE)

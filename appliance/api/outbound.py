@@ -16,22 +16,21 @@ asks do. Every error of these routes (and of the blob and tool routes, which sha
 
 from __future__ import annotations
 
-__all__ = ["ERROR_HANDLERS", "error_response", "outbound_router", "provide_outbox", "send_body_limit"]
+__all__ = ["ERROR_HANDLERS", "error_response", "outbound_router"]
 
-import hmac
 from typing import Annotated, Any
 
 from litestar import Request, Router, get, post
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
-from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, ValidationException
+from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Response
 from litestar.types import ExceptionHandlersMap
 
-from appliance.api.auth import agent_guard, bearer, require_agent
+from appliance.api.auth import agent_guard, require_agent, require_caller
+from appliance.api.bodies import message_body_limit
 from appliance.config import ApplianceConfig
 from appliance.outbound.model import SendRequest, SendResult
 from appliance.outbound.service import (
@@ -43,7 +42,7 @@ from appliance.outbound.service import (
     message_info,
     sent_message,
 )
-from appliance.runtime import Runtime
+from appliance.store.database import Database
 
 _QUOTE_LIMIT = 500
 """Characters of an error's detail at most (as ``appliance.app`` clips Litestar's own)."""
@@ -83,15 +82,6 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[
 ERROR_HANDLERS: ExceptionHandlersMap = {Refused: _refused, HTTPException: _http_error}
 
 
-def provide_outbox(state: State) -> Outbox:
-    """The running appliance's Outbox (dependency ``outbox``)."""
-    runtime: Runtime = state.runtime
-    outbox: Outbox | None = getattr(runtime, "outbox", None)
-    if outbox is None:
-        raise Refused(503, "unavailable", "the appliance is starting")
-    return outbox
-
-
 def _token(request: Request[Any, Any, Any]) -> str | None:
     return request.headers.get("x-capability-token") or None
 
@@ -117,11 +107,11 @@ async def send_new(request: Request[Any, Any, Any], outbox: NamedDependency[Outb
 
 
 @get("/api/v1/messages/{email_id:str}")
-async def show_message(request: Request[Any, Any, Any], state: State, email_id: FromPath[str]) -> MessageInfo:
+async def show_message(request: Request[Any, Any, Any], db: NamedDependency[Database],
+                       email_id: FromPath[str]) -> MessageInfo:
     """One of the agent's messages, received (inbox) or sent: who, what, when, its attachments."""
     agent = require_agent(request)
-    runtime: Runtime = state.runtime
-    found = await runtime.db.read(lambda con: message_info(con, agent, email_id))
+    found = await db.read(lambda con: message_info(con, agent, email_id))
     if found is None:
         raise Refused(404, "not_found", f"no message {email_id} of {agent}")
     return found
@@ -129,13 +119,7 @@ async def show_message(request: Request[Any, Any, Any], state: State, email_id: 
 
 def _caller(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     """None for the admin (every agent's mail), else the agent whose key the request carries (401 otherwise)."""
-    runtime: Runtime = connection.app.state.runtime
-    if runtime.admin_token and hmac.compare_digest(bearer(connection).encode(), runtime.admin_token.encode()):
-        return None
-    try:
-        return require_agent(connection)
-    except NotAuthorizedException:
-        raise NotAuthorizedException("agent API key or admin token required (Authorization: Bearer <key>)") from None
+    return require_caller(connection)
 
 
 def _caller_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -143,7 +127,7 @@ def _caller_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHa
 
 
 @get("/api/v1/outbox", guards=[_caller_guard])
-async def list_outbox(request: Request[Any, Any, Any], state: State, limit: Limit = 50,
+async def list_outbox(request: Request[Any, Any, Any], db: NamedDependency[Database], limit: Limit = 50,
                       after: FromQuery[str | None] = None, agent: FromQuery[str | None] = None) -> list[SentMessage]:
     """Sent messages, newest first; ``after`` (an emailId) continues after that one. An agent sees its own."""
     caller = _caller(request)
@@ -151,28 +135,21 @@ async def list_outbox(request: Request[Any, Any, Any], state: State, limit: Limi
         if agent is not None and agent.lower() != caller:
             raise Refused(403, "forbidden", "an agent's key lists only its own outbox")
         agent = caller
-    runtime: Runtime = state.runtime
-    return await runtime.db.read(lambda con: list_sent(con, agent=agent, limit=limit, after=after))
+    return await db.read(lambda con: list_sent(con, agent=agent, limit=limit, after=after))
 
 
 @get("/api/v1/outbox/{email_id:str}", guards=[_caller_guard])
-async def show_outbox(request: Request[Any, Any, Any], state: State, email_id: FromPath[str]) -> SentMessage:
+async def show_outbox(request: Request[Any, Any, Any], db: NamedDependency[Database],
+                      email_id: FromPath[str]) -> SentMessage:
     """One sent message and each recipient's delivery status (queued, retrying, sent, bounced)."""
     caller = _caller(request)
-    runtime: Runtime = state.runtime
-    found = await runtime.db.read(lambda con: sent_message(con, email_id, agent=caller))
+    found = await db.read(lambda con: sent_message(con, email_id, agent=caller))
     if found is None:
         raise NotFoundException(f"no sent message {email_id}")
     return found
 
 
-def send_body_limit(config: ApplianceConfig) -> int:
-    """Bytes of a send request at most: the largest message it could make, as JSON (escapes may double it)."""
-    return config.smtp.max_message_size * 2 + 1_000_000
-
-
 def outbound_router(config: ApplianceConfig) -> Router:
-    """The send routes, with their body limit, their errors and the Outbox provided."""
+    """The send routes, with their body limit and their errors."""
     return Router(path="/", route_handlers=[send_reply, send_new, show_message, list_outbox, show_outbox],
-                  request_max_body_size=send_body_limit(config), exception_handlers=ERROR_HANDLERS,
-                  dependencies={"outbox": Provide(provide_outbox, sync_to_thread=False)})
+                  request_max_body_size=message_body_limit(config), exception_handlers=ERROR_HANDLERS)

@@ -10,31 +10,19 @@ tool fails (``appliance.tools.forward``).
 
 from __future__ import annotations
 
-__all__ = ["call_tool", "list_tools", "provide_tools", "tools_router"]
+__all__ = ["call_tool", "list_tools", "tools_router"]
 
 from typing import Any
 
 import msgspec
 from litestar import Request, Router, get, post
-from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Response
 
 from appliance.api.auth import agent_guard, require_agent
 from appliance.api.outbound import ERROR_HANDLERS
-from appliance.outbound.service import Refused
-from appliance.runtime import Runtime
 from appliance.tools import ToolInfo, Tools
-
-
-def provide_tools(state: State) -> Tools:
-    """The running appliance's tools (dependency ``tools``)."""
-    runtime: Runtime = state.runtime
-    tools: Tools | None = getattr(runtime, "tools", None)
-    if tools is None:
-        raise Refused(503, "unavailable", "the appliance is starting")
-    return tools
 
 
 def _token_from_body(body: bytes) -> tuple[str | None, bytes]:
@@ -72,5 +60,4 @@ async def call_tool(request: Request[Any, Any, Any], tools: NamedDependency[Tool
 
 def tools_router() -> Router:
     """The tool routes, their errors and the tools provided."""
-    return Router(path="/", route_handlers=[list_tools, call_tool], exception_handlers=ERROR_HANDLERS,
-                  dependencies={"tools": Provide(provide_tools, sync_to_thread=False)})
+    return Router(path="/", route_handlers=[list_tools, call_tool], exception_handlers=ERROR_HANDLERS)

@@ -10,14 +10,17 @@ from typing import Annotated
 import duckdb
 import msgspec
 from litestar import Request, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import JSONBody
 
 from appliance.api.auth import agent_guard, require_agent
 from appliance.gate.limits import day_key, thread_key
 from appliance.gate.sender import rule_key
-from appliance.runtime import Runtime
+from appliance.inbound.reception import Reception
+from appliance.policy.book import PolicyBook
+from appliance.store.audit import last_admission
+from appliance.store.database import Database
 from appliance.store.limits import PersistentLimits
 
 
@@ -33,21 +36,20 @@ class UsageResult(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
 
 @post("/api/v1/usage", status_code=200, guards=[agent_guard])  # the key is checked before the body is read
-async def report_usage(request: Request, state: State, data: JSONBody[UsageReport]) -> UsageResult:  # type: ignore[type-arg]
+async def report_usage(request: Request, db: NamedDependency[Database], policies: NamedDependency[PolicyBook],  # type: ignore[type-arg]
+                       reception: NamedDependency[Reception], data: JSONBody[UsageReport]) -> UsageResult:
     """Charge reported usage to a thread (and to the day budget of the rule that admitted it)."""
     agent = require_agent(request)
-    runtime: Runtime = state.runtime
-    row = await runtime.db.read(lambda con: con.execute(
-        "SELECT rule FROM decisions WHERE agent = ? AND thread_id = ? AND action IN ('accept', 'quarantine') "
-        "ORDER BY seq DESC LIMIT 1", [agent, data.thread_id]).fetchone())
-    if row is None:
+    admitted = await db.read(lambda con: last_admission(con, agent, data.thread_id))
+    if admitted is None:
         raise NotFoundException(f"no accepted message in thread {data.thread_id} for {agent}")
     keys = [thread_key(agent, data.thread_id)]
-    policy = runtime.policies.get(agent)
-    if row[0] is not None and policy is not None and row[0] < len(policy.senders):
-        keys.append(day_key(agent, rule_key(policy.senders[row[0]].match)))
+    policy = policies.get(agent)
+    rule = admitted.rule
+    if rule is not None and policy is not None and rule < len(policy.senders):
+        keys.append(day_key(agent, rule_key(policy.senders[rule].match)))
     now = time.time()
-    limits = runtime.reception.limits
+    limits = reception.limits
     for key in keys:
         limits.add_tokens(key, data.tokens, now)
 
@@ -55,6 +57,6 @@ async def report_usage(request: Request, state: State, data: JSONBody[UsageRepor
         for key in keys:
             PersistentLimits.write_tokens(con, key, data.tokens, now)
 
-    await runtime.db.write(commit)
+    await db.write(commit)
     return UsageResult(thread_id=data.thread_id, charged=data.tokens,
                        thread_total=limits.tokens_since(keys[0], 0.0))

@@ -17,6 +17,8 @@ import msgspec
 
 from appliance.audit import record_event
 from appliance.delivery.jobs import release_held
+from appliance.store.audit import decision_reason
+from appliance.store.deliveries import discard_held
 from appliance.store.messages import (
     INBOX,
     QUARANTINE,
@@ -48,9 +50,8 @@ def show(con: duckdb.DuckDBPyConnection, email_id: str) -> HeldMessage | None:
     stored = get_message(con, email_id)
     if stored is None or stored.mailbox != QUARANTINE:
         return None
-    row = con.execute("SELECT reason FROM decisions WHERE decision_id = ?", [stored.decision_id]).fetchone()
     summary = MessageSummary(**{f: getattr(stored, f) for f in MessageSummary.__struct_fields__})
-    return HeldMessage(message=summary, reason=row[0] if row else None,
+    return HeldMessage(message=summary, reason=decision_reason(con, stored.decision_id),
                        raw=stored.raw.decode("utf-8", "replace"))
 
 
@@ -68,6 +69,6 @@ def delete(con: duckdb.DuckDBPyConnection, email_id: str, *, by: str = "operator
     agent = message_agent(con, email_id, mailbox=QUARANTINE)
     if agent is None or not delete_message(con, email_id, mailbox=QUARANTINE):
         return False
-    con.execute("UPDATE deliveries SET status = 'discarded' WHERE email_id = ? AND status = 'held'", [email_id])
+    discard_held(con, email_id)
     record_event(con, "quarantine.deleted", agent, f"{email_id} deleted by {by}")
     return True

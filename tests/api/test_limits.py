@@ -12,7 +12,7 @@ import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
-from appliance.app import ERROR_QUOTE_LIMIT, JSON_BODY_LIMIT, hook_body_limit
+from appliance.app import ERROR_QUOTE_LIMIT, JSON_BODY_LIMIT, message_body_limit
 from appliance.config import ApplianceConfig
 from tests.api.conftest import ADMIN, AGENT_KEY
 from tests.api.server import Served, serve
@@ -79,7 +79,7 @@ async def test_bodies_are_limited_per_route(client: AsyncTestClient, hook_secret
     assert answer.status_code == 400 and "not an MTA hook request" in answer.json()["detail"]
     # ... up to its own limit.
     config = client.app.state.runtime.config
-    too_big = b"{" * (hook_body_limit(config) + 1)
+    too_big = b"{" * (message_body_limit(config) + 1)
     answer = await client.post("/hooks/mta", content=too_big,
                                headers={**HOOK_SECRET, "content-type": "application/json"})
     assert answer.status_code == 413

@@ -1,4 +1,4 @@
-"""SMTP in, signed webhook out: a real Runtime (sandbox SMTP listener) and a real receiver."""
+"""SMTP in, signed webhook out: a real Runtime with sandbox mode's SMTP listener, and a real receiver."""
 
 from __future__ import annotations
 
@@ -12,11 +12,16 @@ from standardwebhooks.webhooks import Webhook
 
 from appliance.config import ApplianceConfig
 from appliance.inbound import quarantine
+from appliance.modes.sandbox import SandboxMode
 from appliance.runtime import Runtime
 from appliance.sdk import MessageQuarantined, MessageReceived, verify_webhook
 from tests.conftest import AGENT
 from tests.delivery.conftest import SECRET, SECRET_ENV, eventually
 from tests.delivery.receiver import WebhookReceiver
+
+
+_PORTS: dict[int, int] = {}
+"""The SMTP port of each runtime the fixture started."""
 
 
 @pytest.fixture
@@ -27,10 +32,15 @@ async def appliance(make_config: Callable[..., ApplianceConfig], monkeypatch: py
         config = make_config(mode="sandbox", smtp={"listen": "127.0.0.1:0"})
         first = msgspec.structs.replace(config.agents[0], webhook_url=receiver.url, webhook_secret_env=SECRET_ENV)
         runtime = Runtime(msgspec.structs.replace(config, agents=[first, *config.agents[1:]]))
+        mode = SandboxMode(runtime)
         await runtime.start()
         try:
+            await mode.start_intake()
+            assert mode.smtp_server is not None
+            _PORTS[id(runtime)] = mode.smtp_server.port
             yield runtime, receiver
         finally:
+            await mode.stop_intake()
             await runtime.stop()
 
 
@@ -40,8 +50,7 @@ def mail(sender: str, n: int) -> bytes:
 
 
 async def send(runtime: Runtime, sender: str, n: int) -> None:
-    assert runtime.smtp_server is not None
-    port = runtime.smtp_server.port
+    port = _PORTS[id(runtime)]
     await aiosmtplib.send(mail(sender, n), sender=sender, recipients=[AGENT], hostname="127.0.0.1", port=port)
 
 
