@@ -19,7 +19,6 @@ from tests.conftest import AGENT
 from tests.delivery.conftest import SECRET, SECRET_ENV, eventually
 from tests.delivery.receiver import WebhookReceiver
 
-
 _PORTS: dict[int, int] = {}
 """The SMTP port of each runtime the fixture started."""
 
