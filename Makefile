@@ -36,6 +36,8 @@ test: lint $(SPF_SUITE)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/outbound.py
+	$(BIN)/python bench/jmap.py
+	$(BIN)/python bench/jmap_push.py
 
 # The appliance next to Debian's Postfix and Postfix+OpenDKIM (installs them when missing; needs root).
 .PHONY: bench-peer
