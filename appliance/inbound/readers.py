@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import signal
 import struct
 import subprocess
@@ -42,6 +43,10 @@ log = logging.getLogger("appliance.mail.readers")
 _PR_SET_PDEATHSIG = 1
 _FRAME = struct.Struct(">Q")
 _SERVING, _EXITING = b"\x00", b"\x01"
+_READY = b"ready"
+"""A fresh reader's first frame: its imports are done, so a deadline from now on measures reading only."""
+_START_TIMEOUT = 120.0
+"""Seconds a reader may take to start (import) on a loaded machine before the appliance gives up on it."""
 """First byte of a reader's answer: whether it goes on serving after this one."""
 _ENCODER = msgspec.msgpack.Encoder()
 _REQUEST_ENCODER = msgspec.msgpack.Encoder()
@@ -141,7 +146,19 @@ class ReaderPool:
         process = subprocess.Popen(
             [sys.executable, "-m", "appliance.inbound.readers", limits, str(self.memory_mb or 0), str(os.getpid())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
-        return _Worker(process)
+        worker = _Worker(process)
+        # Wait for it to be ready: a reader still importing must not spend a message's deadline on its imports
+        # (under load that refused ordinary mail as too complex right after start or a replacement).
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], _START_TIMEOUT)
+        try:
+            if not ready or _read_frame(process.stdout) != _READY:
+                raise EOFError("no ready frame")
+        except (EOFError, OSError):
+            worker.kill()
+            raise RuntimeError(f"a reader process ({sys.executable} -m appliance.inbound.readers) did not start "
+                               f"within {_START_TIMEOUT:g} s; exit status {process.returncode}") from None
+        return worker
 
     async def read(self, message: MessageBytes, guards: Sequence[ContentGuard] = ()) -> Inspection:
         """The Inspection of ``message``; ``message_too_complex`` when its reader overran or died."""
@@ -220,6 +237,8 @@ def _serve(limits: ReadingLimits, memory_mb: int, parent: int) -> None:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdout.write(_FRAME.pack(len(_READY)) + _READY)
+    stdout.flush()
     while True:
         try:
             data = _read_frame(stdin)

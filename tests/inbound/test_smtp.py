@@ -18,6 +18,7 @@ import trustme
 from appliance.config import SmtpConfig
 from appliance.inbound.reception import Received
 from appliance.inbound.smtp import SmtpServer, start_smtp_server
+from appliance.modes.sandbox import SandboxMode
 from appliance.runtime import Runtime
 from tests.conftest import AGENT, HOSTNAME, OTHER_AGENT
 
@@ -431,19 +432,22 @@ async def test_stop_lets_a_transaction_in_flight_finish_and_closes_idle_sessions
     assert server.connections == 0
 
 
-async def test_runtime_in_sandbox_mode_serves_smtp_until_stopped(
+async def test_sandbox_mode_serves_smtp_until_stopped(
     make_config: Callable[..., Any],
 ) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     runtime = Runtime(make_config(mode="sandbox", smtp={"listen": f"127.0.0.1:{port}"}))
+    mode = SandboxMode(runtime)
     await runtime.start()
     try:
+        await mode.start_intake()
         async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as client:
             _, reply = await client.sendmail("alice@example.net", [AGENT], message())
         assert reply.startswith("2.0.0 Message accepted")
     finally:
+        await mode.stop_intake()
         await runtime.stop()
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
