@@ -22,10 +22,12 @@ __all__ = [
     "OutboundConfig",
     "ReadingConfig",
     "SmtpConfig",
+    "StalwartConfig",
     "ToolConfig",
     "environment_warnings",
     "load_config",
     "parse_hostport",
+    "stalwart_mode_problems",
 ]
 
 import os
@@ -39,7 +41,7 @@ import msgspec
 from appliance.errors import ConfigError, Problem
 from appliance.mailauth.dns import parse_nameserver
 
-_SECTIONS = frozenset({"http", "smtp", "dns", "hook", "delivery", "reading", "outbound"})
+_SECTIONS = frozenset({"http", "smtp", "dns", "hook", "delivery", "reading", "outbound", "stalwart"})
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -111,6 +113,20 @@ class HookConfig(_Section, frozen=True):
     """Environment variable holding the secret Stalwart presents (Bearer, or Basic password)."""
 
 
+class StalwartConfig(_Section, frozen=True):
+    """Where Stalwart's JMAP is (stalwart mode): the appliance's JMAP endpoints forward there."""
+
+    jmap_url: str | None = None
+    """Base URL of Stalwart's HTTP listener, ``http://127.0.0.1:8080`` (its session is at
+    ``/.well-known/jmap``); required in stalwart mode."""
+    admin_secret_env: str = "STALWART_ADMIN_SECRET"
+    """Environment variable holding the Stalwart credential the admin token maps to."""
+    admin_login: str = "admin"
+    """Login sent with the admin secret when it goes as HTTP Basic."""
+    timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    """Seconds one upstream request may take (the EventSource stream has no read timeout)."""
+
+
 class DeliveryConfig(_Section, frozen=True):
     max_body_chars: Annotated[int, msgspec.Meta(ge=1)] = 100_000
     """Longest ``text``/``html`` put inline in a webhook payload; longer bodies are cut and flagged."""
@@ -170,6 +186,9 @@ class AgentConfig(_Section, frozen=True):
     """Environment variable with the webhook secret(s), ``whsec_...``; several separated by spaces for rotation."""
     api_key_env: str | None = None
     """Environment variable with the agent's API key (event stream, usage reports)."""
+    stalwart_secret_env: str | None = None
+    """Environment variable with the agent's Stalwart password or API key (stalwart mode's JMAP proxy;
+    the login is the agent's address)."""
 
 
 class ApplianceConfig(_Section, frozen=True):
@@ -183,6 +202,7 @@ class ApplianceConfig(_Section, frozen=True):
     delivery: DeliveryConfig = msgspec.field(default_factory=DeliveryConfig)
     reading: ReadingConfig = msgspec.field(default_factory=ReadingConfig)
     outbound: OutboundConfig = msgspec.field(default_factory=OutboundConfig)
+    stalwart: StalwartConfig = msgspec.field(default_factory=StalwartConfig)
     tools: list[ToolConfig] = msgspec.field(default_factory=list)
     agents: list[AgentConfig] = msgspec.field(default_factory=list)
     base_dir: str = "."
@@ -283,6 +303,10 @@ def _semantic_problems(config: ApplianceConfig, source: str) -> list[Problem]:
             parse_nameserver(ns)
         except ValueError as exc:
             problems.append(Problem(source=source, path=f"dns.nameservers[{i}]", reason=str(exc)))
+    url = config.stalwart.jmap_url
+    if url is not None and not (url.startswith(("http://", "https://")) and url.split("://", 1)[1].strip("/")):
+        problems.append(Problem(source=source, path="stalwart.jmap_url",
+                                reason=f"expected an http(s) URL, got {url!r}"))
     if (config.smtp.tls_cert is None) != (config.smtp.tls_key is None):
         problems.append(Problem(source=source, path="smtp", reason="tls_cert and tls_key go together"))
     seen: set[str] = set()
@@ -308,6 +332,19 @@ def _semantic_problems(config: ApplianceConfig, source: str) -> list[Problem]:
     return problems
 
 
+def stalwart_mode_problems(config: ApplianceConfig, source: str) -> list[Problem]:
+    """What stalwart mode needs of ``[stalwart]``: ``jmap_url`` (its JMAP endpoints forward there).
+
+    Not yet part of ``load_config``: configurations written before ``[stalwart]`` existed (the
+    tests' among them) would stop loading; until they name it, stalwart mode without it serves
+    JMAP from the appliance's own store.
+    """
+    if config.mode == "stalwart" and not config.stalwart.jmap_url:
+        return [Problem(source=source, path="stalwart.jmap_url",
+                        reason="stalwart mode needs Stalwart's JMAP base URL (e.g. http://127.0.0.1:8080)")]
+    return []
+
+
 def environment_warnings(config: ApplianceConfig, environ: Mapping[str, str] | None = None) -> list[str]:
     """One line per secret the configuration names but the environment leaves unset or empty."""
     env = os.environ if environ is None else environ
@@ -326,6 +363,15 @@ def environment_warnings(config: ApplianceConfig, environ: Mapping[str, str] | N
     if config.mode == "stalwart" and unset(config.hook.secret_env):
         warnings.append(f"hook: ${config.hook.secret_env} is not set; "
                         f"every call of Stalwart's MTA hook is refused (401)")
+    if config.mode == "stalwart" and config.stalwart.jmap_url:
+        if unset(config.stalwart.admin_secret_env):
+            warnings.append(f"stalwart: admin secret ${config.stalwart.admin_secret_env} is not set; "
+                            f"JMAP with the admin token is answered 503")
+        for agent in config.agents:
+            if not agent.stalwart_secret_env or unset(agent.stalwart_secret_env):
+                warnings.append(f"agent {agent.address}: no Stalwart secret "
+                                f"(stalwart_secret_env {agent.stalwart_secret_env or 'unset'}); "
+                                f"its JMAP calls are answered 503")
     if unset(config.http.metrics_token_env):
         warnings.append(f"http: metrics token ${config.http.metrics_token_env} is not set; "
                         f"only the admin token may read /metrics")

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import environment_warnings, load_config, parse_hostport
+from appliance.config import environment_warnings, load_config, parse_hostport, stalwart_mode_problems
 from appliance.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -122,3 +122,42 @@ def test_environment_warnings_in_stalwart_mode_name_the_hook_secret(tmp_path: Pa
     assert environment_warnings(config, {}) == [
         "hook: $STALWART_HOOK_SECRET is not set; every call of Stalwart's MTA hook is refused (401)"]
     assert environment_warnings(config, {"STALWART_HOOK_SECRET": "s"}) == []
+
+
+STALWART = """
+mode = "stalwart"
+[stalwart]
+jmap_url = "http://127.0.0.1:8080"
+admin_secret_env = "S_ADMIN"
+[[agents]]
+address = "a@example.test"
+policy = "policy.toml"
+stalwart_secret_env = "A_STALWART"
+[[agents]]
+address = "b@example.test"
+policy = "policy.toml"
+"""
+
+
+def test_the_stalwart_section_and_the_agents_stalwart_secret(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, STALWART), environ={"APPLIANCE_STALWART_JMAP_URL": "http://10.0.0.2:8080"})
+    assert config.stalwart.jmap_url == "http://10.0.0.2:8080" and config.stalwart.admin_secret_env == "S_ADMIN"
+    assert config.agents[0].stalwart_secret_env == "A_STALWART" and config.agents[1].stalwart_secret_env is None
+    assert stalwart_mode_problems(config, "x") == []
+    assert environment_warnings(config, {"STALWART_HOOK_SECRET": "s", "S_ADMIN": "a", "A_STALWART": "p"}) == [
+        "agent b@example.test: no Stalwart secret (stalwart_secret_env unset); its JMAP calls are answered 503"]
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8080", "ftp://stalwart", "http://"])
+def test_a_bad_stalwart_jmap_url_names_the_field(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, f'[stalwart]\njmap_url = "{url}"\n'), environ={})
+    assert f"stalwart.jmap_url: expected an http(s) URL, got {url!r}" in str(caught.value)
+
+
+def test_stalwart_mode_problems_name_a_missing_jmap_url(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, 'mode = "stalwart"\n'), environ={})
+    problems = stalwart_mode_problems(config, "appliance.toml")
+    assert [(p.path, p.reason) for p in problems] == [
+        ("stalwart.jmap_url", "stalwart mode needs Stalwart's JMAP base URL (e.g. http://127.0.0.1:8080)")]
+    assert stalwart_mode_problems(load_config(write(tmp_path, ""), environ={}), "appliance.toml") == []

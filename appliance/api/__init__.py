@@ -10,7 +10,6 @@ from appliance.api.audit import AuditController
 from appliance.api.blobs import blob_router
 from appliance.api.deliveries import DeliveryController, EndpointController
 from appliance.api.events import event_stream_handler
-from appliance.api.jmap import jmap_router
 from appliance.api.messages import MessageController
 from appliance.api.metrics import metrics
 from appliance.api.outbound import outbound_router
@@ -22,8 +21,8 @@ from appliance.config import ApplianceConfig
 
 
 def agent_and_admin_routes(config: ApplianceConfig) -> list[ControllerRouterHandler]:
-    """The REST API, JMAP and the event stream: the same in both modes (Stalwart's hook is its mode's own)."""
+    """The REST API and the event stream: the same in both modes (JMAP and Stalwart's hook are the mode's own)."""
     return [AuditController, QuarantineController, report_usage, DeliveryController, EndpointController,
-            event_stream_handler, introspect_token, MessageController, metrics, jmap_router(config),
+            event_stream_handler, introspect_token, MessageController, metrics,
             # the send half: each with its body limit and its {"error", "detail"} errors
             outbound_router(config), blob_router(config), tools_router()]

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.config.app import AppConfig
+from litestar.di import Provide
 from litestar.plugins import InitPluginProtocol
 from litestar.types import ControllerRouterHandler
 
@@ -21,7 +22,8 @@ from appliance.runtime import Runtime
 
 
 class Mode(InitPluginProtocol):
-    """One way of running; subclasses add their intake (``start_intake``) and routes (``intake_routes``)."""
+    """One way of running; subclasses add their intake (``start_intake``), routes (``intake_routes``), their
+    JMAP (``jmap_routes``: the local store's or the proxy to Stalwart's) and services (``providers``)."""
 
     name = ""
 
@@ -32,6 +34,14 @@ class Mode(InitPluginProtocol):
         """Routes only this mode serves (Stalwart's hook)."""
         return []
 
+    def jmap_routes(self) -> list[ControllerRouterHandler]:
+        """The JMAP endpoints: which server answers them is the mode's choice (the paths are the same)."""
+        return []
+
+    def providers(self) -> dict[str, Provide]:
+        """Dependencies only this mode provides, besides ``services``."""
+        return {}
+
     async def start_intake(self) -> None:
         """Start what receives mail in this mode, once the runtime runs."""
 
@@ -40,8 +50,9 @@ class Mode(InitPluginProtocol):
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         """Mount the routes, the dependencies and the lifespan (Litestar calls this while building the app)."""
-        app_config.route_handlers.extend([*agent_and_admin_routes(self.runtime.config), *self.intake_routes()])
-        app_config.dependencies.update(services(self.runtime))
+        app_config.route_handlers.extend([*agent_and_admin_routes(self.runtime.config), *self.jmap_routes(),
+                                          *self.intake_routes()])
+        app_config.dependencies.update({**services(self.runtime), **self.providers()})
         app_config.lifespan.append(self._lifespan)
         return app_config
 

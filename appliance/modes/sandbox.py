@@ -5,6 +5,9 @@ from __future__ import annotations
 
 __all__ = ["SandboxMode"]
 
+from litestar.types import ControllerRouterHandler
+
+from appliance.api.jmap import jmap_router
 from appliance.inbound.smtp import SmtpServer, start_smtp_server
 from appliance.modes.mode import Mode
 
@@ -14,6 +17,10 @@ class SandboxMode(Mode):
 
     name = "sandbox"
     smtp_server: SmtpServer | None = None
+
+    def jmap_routes(self) -> list[ControllerRouterHandler]:
+        """The local JMAP server over our own store."""
+        return [jmap_router(self.runtime.config)]
 
     async def start_intake(self) -> None:
         config = self.runtime.config

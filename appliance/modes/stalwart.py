@@ -1,20 +1,69 @@
 """Stalwart mode: Stalwart is the MTA and calls the gate through its MTA hook (``POST /hooks/mta``);
-the appliance runs no SMTP server of its own."""
+the appliance runs no SMTP server of its own, and its JMAP endpoints forward to Stalwart's JMAP
+(``appliance.jmap.proxy``), where the mail lives."""
 
 from __future__ import annotations
 
 __all__ = ["StalwartMode"]
 
+import httpx
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import ServiceUnavailableException
 from litestar.types import ControllerRouterHandler
 
 from appliance.api.hook import hook_router
+from appliance.api.jmap import jmap_router
+from appliance.api.jmap_proxy import jmap_proxy_router
+from appliance.jmap.proxy import JmapProxy, SessionCache, Upstream, upstream_from_config
+from appliance.jmap.service import for_runtime
 from appliance.modes.mode import Mode
+from appliance.runtime import Runtime
+from appliance.store.database import Database
 
 
 class StalwartMode(Mode):
-    """The MTA hook in front of the runtime."""
+    """The MTA hook in front of the runtime; JMAP forwarded to Stalwart."""
 
     name = "stalwart"
+    client: httpx.AsyncClient | None = None
+    upstream: Upstream | None = None
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__(runtime)
+        self.sessions = SessionCache()  # upstream Sessions outlive requests (and restarts: they are Stalwart's)
+
+    @property
+    def proxied(self) -> bool:
+        """Whether Stalwart's JMAP is configured. ``load_config`` refuses stalwart mode without it; a
+        configuration built without the loader (tests') keeps the local store's JMAP instead."""
+        return bool(self.runtime.config.stalwart.jmap_url)
 
     def intake_routes(self) -> list[ControllerRouterHandler]:
         return [hook_router(self.runtime.config)]
+
+    def jmap_routes(self) -> list[ControllerRouterHandler]:
+        """The proxy to Stalwart's JMAP, on the local server's paths."""
+        config = self.runtime.config
+        return [jmap_proxy_router(config) if self.proxied else jmap_router(config)]
+
+    def providers(self) -> dict[str, Provide]:
+        """``jmap_proxy``: the proxy over the running appliance (503 until it runs)."""
+
+        def jmap_proxy(state: State) -> JmapProxy:
+            running = isinstance(getattr(self.runtime, "db", None), Database)
+            if self.client is None or self.upstream is None or not running:
+                raise ServiceUnavailableException("the appliance is starting (the JMAP proxy is not running yet)")
+            return JmapProxy(self.client, self.upstream, for_runtime(state), self.sessions)
+
+        return {"jmap_proxy": Provide(jmap_proxy, sync_to_thread=False)} if self.proxied else {}
+
+    async def start_intake(self) -> None:
+        if self.proxied:
+            self.upstream = upstream_from_config(self.runtime.config)  # secrets read once, at start
+            self.client = httpx.AsyncClient(timeout=self.upstream.timeout)
+
+    async def stop_intake(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
