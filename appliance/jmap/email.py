@@ -10,7 +10,7 @@ sender, the authentication results, and a fresh capability token for a reply.
 
 from __future__ import annotations
 
-__all__ = ["BODY_PROPERTIES", "DEFAULT_PROPERTIES", "email_object"]
+__all__ = ["BODY_PROPERTIES", "DEFAULT_PROPERTIES", "email_object", "gate_view"]
 
 import asyncio
 from datetime import datetime
@@ -55,7 +55,7 @@ from appliance.jmap.query import compile_query, query_changes, run_query, valid_
 from appliance.jmap.router import Call, method
 from appliance.mail import ReadingLimits, read_message
 from appliance.store import jmap as jmap_store
-from appliance.store.audit import decision_views
+from appliance.store.audit import DecisionView, decision_views
 from appliance.store.database import Batch
 from appliance.store.jmap import EmailRow
 
@@ -228,12 +228,18 @@ def _gate_views(call: Call, con: duckdb.DuckDBPyConnection, agent: str, rows: li
         if tokens is not None and d.action == "accept" and row.source == "store" and d.intake != "outbound":
             token = tokens.issue(agent=agent, thread_id=row.thread_id, decision_id=str(d.decision_id),
                                  capabilities=list(d.capabilities or []), email_id=row.email_id)
-        views[row.email_id] = {
-            "decisionId": d.decision_id, "action": d.action, "reason": d.reason, "rule": d.rule,
-            "capabilities": list(d.capabilities or []),
-            "authResults": {"spf": d.spf, "dkim": d.dkim, "dmarc": d.dmarc}, "decidedAt": utc_date(d.ts),
-            "intake": d.intake, "capabilityToken": token}
+        views[row.email_id] = gate_view(d, token)
     return views
+
+
+def gate_view(d: DecisionView, token: str | None) -> dict[str, Any]:
+    """The ``urn:appliance:jmap:gate`` property of an Email: the gate's decision on it, and a capability token
+    when the caller may act on it (the same shape served locally and through the Stalwart proxy)."""
+    return {"decisionId": d.decision_id, "action": d.action, "reason": d.reason, "rule": d.rule,
+            "capabilities": list(d.capabilities or []),
+            "authResults": {"spf": d.spf, "dkim": d.dkim, "dmarc": d.dmarc},
+            "decidedAt": utc_date(d.ts) if d.ts is not None else None,
+            "intake": d.intake, "capabilityToken": token}
 
 
 @method("Email/get", MAIL)

@@ -47,6 +47,7 @@ import httpx
 import msgspec
 
 from appliance.config import ApplianceConfig
+from appliance.jmap.email import gate_view
 from appliance.jmap.proto import GATE_PROPERTY, MAIL, TOKEN_PROPERTY, VENDOR, MethodError, RequestError
 from appliance.jmap.service import Caller, JmapService
 from appliance.jmap.session import session as local_session
@@ -174,15 +175,6 @@ class SessionCache:
         if len(self._entries) > 1_000:  # one per credential: a handful; never grows without bound
             self._entries.clear()
         self._entries[self._key(header)] = (time.monotonic() + self.ttl, value)
-
-
-def _gate_view(d: DecisionView, token: str | None) -> dict[str, Any]:
-    """The same shape as the local server's ``urn:appliance:jmap:gate`` (appliance.jmap.email)."""
-    return {"decisionId": d.decision_id, "action": d.action, "reason": d.reason, "rule": d.rule,
-            "capabilities": list(d.capabilities or []),
-            "authResults": {"spf": d.spf, "dkim": d.dkim, "dmarc": d.dmarc},
-            "decidedAt": d.ts.strftime("%Y-%m-%dT%H:%M:%SZ") if d.ts is not None else None,
-            "intake": d.intake, "capabilityToken": token}
 
 
 def _decision_id(value: object) -> str | None:
@@ -467,7 +459,7 @@ class JmapProxy:
                     token = tokens.issue(agent=gate.agent, thread_id=str(d.thread_id or email.get("threadId") or ""),
                                          decision_id=str(d.decision_id), capabilities=list(d.capabilities or []),
                                          email_id=email.get("id"))
-                email[GATE_PROPERTY] = _gate_view(d, token) if d is not None else None
+                email[GATE_PROPERTY] = gate_view(d, token) if d is not None else None
 
     # -- blobs and push ---------------------------------------------------------------------------------
 
