@@ -17,6 +17,7 @@ __all__ = [
     "ApplianceConfig",
     "DeliveryConfig",
     "DnsConfig",
+    "DomainsConfig",
     "HookConfig",
     "HttpConfig",
     "OutboundConfig",
@@ -41,7 +42,7 @@ import msgspec
 from appliance.errors import ConfigError, Problem
 from appliance.mailauth.dns import parse_nameserver
 
-_SECTIONS = frozenset({"http", "smtp", "dns", "hook", "delivery", "reading", "outbound", "stalwart"})
+_SECTIONS = frozenset({"http", "smtp", "dns", "hook", "delivery", "reading", "outbound", "stalwart", "domains"})
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -125,6 +126,56 @@ class StalwartConfig(_Section, frozen=True):
     """Login sent with the admin secret when it goes as HTTP Basic."""
     timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     """Seconds one upstream request may take (the EventSource stream has no read timeout)."""
+    supervise: Literal["docker", "binary", "none"] = "none"
+    """Who runs Stalwart: the appliance through the Docker Engine (``docker``), as a local process
+    (``binary``, with ``command``), or someone else (``none``: the appliance only talks to it)."""
+    image: str = "stalwartlabs/stalwart:v0.16.18"
+    """The image ``docker`` runs (pin a digest in production: ``stalwartlabs/stalwart@sha256:...``)."""
+    container: str = "appliance-stalwart"
+    """Container name: a restarted appliance adopts a running container of this name."""
+    command: list[str] = msgspec.field(default_factory=list)
+    """``binary``: the program and its arguments (``["/usr/local/bin/stalwart", "--config", ...]``);
+    ``docker``: the container's command, when not the image's own."""
+    environment: dict[str, str] = msgspec.field(default_factory=dict)
+    """Extra environment for Stalwart (besides ``STALWART_RECOVERY_ADMIN``, ``STALWART_HOSTNAME`` and
+    ``STALWART_PUBLIC_URL``, which the supervisor sets)."""
+    network_mode: str = "host"
+    """Docker network mode. ``host``: Stalwart binds the host's mail ports itself and sees the clients'
+    real addresses (SPF needs them); anything else publishes ``ports``."""
+    ports: dict[str, int] = msgspec.field(default_factory=dict)
+    """Container port to host port (``{"25": 25, "8080": 8080}``) when ``network_mode`` is not ``host``."""
+    config_volume: str = "stalwart-etc"
+    """Named volume mounted at ``/etc/stalwart``."""
+    data_volume: str = "stalwart-data"
+    """Named volume mounted at ``/var/lib/stalwart``."""
+    public_url: str | None = None
+    """Stalwart's public URL (``STALWART_PUBLIC_URL``), ``https://mail.example.org``."""
+    hook_url: str | None = None
+    """Where Stalwart calls our MTA hook; ``http://127.0.0.1:<http.port>/hooks/mta`` when unset."""
+    ready_timeout: Annotated[float, msgspec.Meta(gt=0)] = 120.0
+    """Seconds Stalwart may take to answer ``/healthz/ready`` after a start."""
+    health_interval: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    """Seconds between health probes of a running Stalwart."""
+    health_failures: Annotated[int, msgspec.Meta(ge=1)] = 3
+    """Consecutive failed probes (unhealthy, or hung: no answer within ``timeout``) before a restart."""
+    restart_backoff: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    """Seconds before the first restart; doubled after each restart that did not stay up."""
+    restart_backoff_max: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    """The cap on the wait between restarts."""
+
+
+class DomainsConfig(_Section, frozen=True):
+    """The mail domains' DNS: what the manifest asks for, and how often it is checked."""
+
+    public_address: str | None = None
+    """The server's public IPv4/IPv6 address (the VPS's): SPF's ``ip4``/``ip6``, the MX host's
+    A/AAAA and the PTR advice. Without it the manifest uses ``a`` and says it could not check PTR."""
+    report_local_part: str = "dmarc-reports"
+    """DMARC aggregate reports (``rua``) and TLS-RPT go to ``<this>@<domain>``, received by the appliance."""
+    verify_interval: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+    """Seconds between scheduled checks of every domain's records."""
+    mta_sts_mode: Literal["testing", "enforce", "none"] = "testing"
+    """The ``mode`` of the MTA-STS policy served at ``/.well-known/mta-sts.txt`` (RFC 8461)."""
 
 
 class DeliveryConfig(_Section, frozen=True):
@@ -203,6 +254,7 @@ class ApplianceConfig(_Section, frozen=True):
     reading: ReadingConfig = msgspec.field(default_factory=ReadingConfig)
     outbound: OutboundConfig = msgspec.field(default_factory=OutboundConfig)
     stalwart: StalwartConfig = msgspec.field(default_factory=StalwartConfig)
+    domains: DomainsConfig = msgspec.field(default_factory=DomainsConfig)
     tools: list[ToolConfig] = msgspec.field(default_factory=list)
     agents: list[AgentConfig] = msgspec.field(default_factory=list)
     base_dir: str = "."
