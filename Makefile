@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-stalwart images lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import venv' 2>/dev/null || (apt-get update && apt-get install -y python3-venv)
@@ -31,7 +31,16 @@ $(SPF_SUITE): $(STAMP)
 		&& mv pyspf-2.0.14/test/rfc7208-tests.yml . || echo "RFC 7208 suite not downloaded: those tests skip"
 
 test: lint $(SPF_SUITE)
-	PYSPF_TESTSUITE=$(abspath $(SPF_SUITE)) $(BIN)/pytest -q -p no:cacheprovider
+	PYSPF_TESTSUITE=$(abspath $(SPF_SUITE)) $(BIN)/pytest -q -p no:cacheprovider -m 'not container'
+
+# The images the container tests run (built locally: no registry here; cached when present).
+images:
+	sh deploy/images/base.sh
+
+# Stalwart mode against a real Docker Engine: the supervisor, provisioning, dispatch, end to end,
+# with the stand-in image (tests/stalwart/standin).
+test-stalwart: $(STAMP) images
+	$(BIN)/pytest -q -p no:cacheprovider -m container
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
