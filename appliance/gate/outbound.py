@@ -21,15 +21,18 @@ from __future__ import annotations
 __all__ = [
     "ALL",
     "CAPABILITY_MISSING",
+    "NOT_FROM_OUTBOX",
     "NO_RECIPIENTS",
     "OUTBOUND_RATE_LIMITED",
     "RECIPIENT_NOT_ALLOWED",
     "SECRET_LEAK_SUSPECTED",
     "SEND_EMAIL",
+    "SUBMISSION_CHANGED",
     "TOKEN_THREAD_MISMATCH",
     "TOO_MANY_RECIPIENTS",
     "evaluate_send",
     "outbound_rate_key",
+    "recheck_submission",
     "recipient_allowed",
     "scanned_texts",
 ]
@@ -37,12 +40,14 @@ __all__ = [
 import html as html_lib
 from typing import Final, Literal
 
+from appliance.errors import ApplianceError
 from appliance.gate.leaks import find_leak
 from appliance.gate.limits import DAY, HOUR, LimitCounter
 from appliance.guards import scan
 from appliance.mail import ascii_address, ascii_domain, normalize_address
 from appliance.mail.text import ReadableText, TextPart, html_to_text
-from appliance.outbound.model import SendDecision, SendFacts
+from appliance.mail.wire import MessageBytes, read_message
+from appliance.outbound.model import ApprovedSubmission, SendDecision, SendFacts, Submission
 from appliance.policy import MailPolicy
 
 SEND_EMAIL: Final = "send_email"
@@ -56,6 +61,10 @@ TOO_MANY_RECIPIENTS: Final = "too_many_recipients"
 """More To and Cc addresses than ``outbound.maxRecipients`` (403)."""
 NO_RECIPIENTS: Final = "no_recipients"
 """Nobody to send to (400: the request is incomplete, no policy was consulted)."""
+NOT_FROM_OUTBOX: Final = "not_from_outbox"
+"""Mail submitted as an agent (Stalwart's EmailSubmission) that the outbox never approved (403)."""
+SUBMISSION_CHANGED: Final = "submission_changed"
+"""A submission whose header or body differs from the message the outbox approved (403)."""
 TOKEN_THREAD_MISMATCH: Final = "token_thread_mismatch"
 """A reply in a thread other than the one its capability token was issued for (403)."""
 OUTBOUND_RATE_LIMITED: Final = "outbound_rate_limited"
@@ -187,3 +196,60 @@ def evaluate_send(policy: MailPolicy, facts: SendFacts, limits: LimitCounter) ->
                         detail=f"send: {what} in thread {facts.thread_id}, {len(recipients)} recipient(s){also}"
                                f"{rate}; no leak, no content guard matched",
                         rate_keys=[key])
+
+
+MTA_TRACE_FIELDS: Final = frozenset({
+    "received", "return-path", "dkim-signature", "arc-seal", "arc-message-signature",
+    "arc-authentication-results", "authentication-results", "x-appliance-decision"})
+"""Header fields an MTA may add to a submission on its way out; any other field must be the outbox's."""
+
+
+def _fields(message: MessageBytes) -> list[tuple[str, bytes]]:
+    return [(f.name.lower(), b" ".join(f.value.split())) for f in message.fields]
+
+
+def _normalized_body(message: MessageBytes) -> bytes:
+    return message.data[message.header_end:].replace(b"\r\n", b"\n").rstrip(b"\n")
+
+
+def recheck_submission(policy: MailPolicy, submission: Submission, approved: ApprovedSubmission | None) -> SendDecision:
+    """The outbound policy's second word, where an agent's mail leaves the MTA (Stalwart's hook).
+
+    The outbox decided the message with ``evaluate_send`` (token, capability, allowlist, guards, rate)
+    and queued it; what reaches the MTA as the agent must be that message: the same header fields (the
+    MTA may add its trace), the same body, for recipients it was approved for, within the policy's
+    ``maxRecipients`` as it is now. Anything else, a submission that bypassed the outbox included, is
+    refused.
+    """
+
+    def refuse(step: str, reason: str, detail: str) -> SendDecision:
+        return SendDecision(action="refuse", reason=reason, status=403, detail=f"{step}: {detail}")
+
+    if approved is None:
+        return refuse("outbox", NOT_FROM_OUTBOX,
+                      f"{submission.message_id or 'a message without Message-ID'} is not a message the outbox "
+                      f"approved and queued for {submission.agent}; agents send through the appliance's API")
+    recipients = list(dict.fromkeys(r.lower() for r in submission.recipients))
+    stray = [r for r in recipients if r not in approved.recipients]
+    if stray:
+        return refuse("recipients", RECIPIENT_NOT_ALLOWED,
+                      f"{stray[0]} is not a recipient the outbox approved for {approved.email_id}")
+    if len(recipients) > policy.outbound.max_recipients:
+        return refuse("recipients", TOO_MANY_RECIPIENTS,
+                      f"{len(recipients)} recipients; maxRecipients is {policy.outbound.max_recipients}")
+    try:
+        sent, queued = read_message(submission.raw), read_message(approved.raw)
+    except ApplianceError as exc:
+        return refuse("content", SUBMISSION_CHANGED, f"the submission cannot be read: {exc}")
+    if _normalized_body(sent) != _normalized_body(queued):
+        return refuse("content", SUBMISSION_CHANGED, f"the body differs from {approved.email_id}'s")
+    theirs = [f for f in _fields(sent) if f[0] not in MTA_TRACE_FIELDS]
+    ours = [f for f in _fields(queued) if f[0] not in MTA_TRACE_FIELDS]
+    if theirs != ours:
+        differing = [a[0] for a, b in zip(theirs, ours, strict=False) if a != b]
+        extra = theirs[len(ours):] or ours[len(theirs):]
+        changed = differing[0] if differing else extra[0][0]
+        return refuse("content", SUBMISSION_CHANGED, f"header field {changed} differs from {approved.email_id}'s")
+    return SendDecision(action="send", reason=None, status=202,
+                        detail=f"submission: {approved.email_id} as the outbox approved it, "
+                               f"{len(recipients)} recipient(s)")

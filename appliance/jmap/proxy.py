@@ -51,7 +51,7 @@ from appliance.jmap.email import gate_view
 from appliance.jmap.proto import GATE_PROPERTY, MAIL, TOKEN_PROPERTY, VENDOR, MethodError, RequestError
 from appliance.jmap.service import Caller, JmapService
 from appliance.jmap.session import session as local_session
-from appliance.mail.trace import DECISION_HEADER
+from appliance.mail.trace import DECISION_HEADER, decision_id_of
 from appliance.store.audit import DecisionView, decision_views
 
 SESSION_TTL = 30.0
@@ -175,14 +175,6 @@ class SessionCache:
         if len(self._entries) > 1_000:  # one per credential: a handful; never grows without bound
             self._entries.clear()
         self._entries[self._key(header)] = (time.monotonic() + self.ttl, value)
-
-
-def _decision_id(value: object) -> str | None:
-    """The decision id of an ``X-Appliance-Decision`` value (``<id>; action=...``)."""
-    if not isinstance(value, str):
-        return None
-    found = value.strip().partition(";")[0].strip()
-    return found or None
 
 
 class _Gate(msgspec.Struct, frozen=True, kw_only=True):
@@ -436,7 +428,7 @@ class JmapProxy:
         ids: dict[str, set[str]] = {}
         for response, gate in wanted:
             for email in response[1].get("list") or []:
-                found = _decision_id(email.get(_DECISION_PROPERTY)) if isinstance(email, dict) else None
+                found = decision_id_of(email.get(_DECISION_PROPERTY)) if isinstance(email, dict) else None
                 if found:
                     ids.setdefault(gate.agent, set()).add(found)
         views: dict[tuple[str, str], DecisionView] = {}
@@ -451,7 +443,7 @@ class JmapProxy:
             for email in response[1].get("list") or []:
                 if not isinstance(email, dict):
                     continue
-                decision = _decision_id(email.pop(_DECISION_PROPERTY, None) if gate.added_header
+                decision = decision_id_of(email.pop(_DECISION_PROPERTY, None) if gate.added_header
                                         else email.get(_DECISION_PROPERTY))
                 d = views.get((gate.agent, decision or ""))
                 token = None

@@ -9,7 +9,7 @@ ask ``is_forged`` about each field.
 
 from __future__ import annotations
 
-__all__ = ["DECISION_HEADER", "is_forged", "trace_fields", "without_forged_trace"]
+__all__ = ["DECISION_HEADER", "decision_id_of", "is_forged", "trace_fields", "without_forged_trace"]
 
 import re
 
@@ -63,3 +63,11 @@ def trace_fields(*, authserv: str, spf: str, dkim: str, dmarc: str, decision_id:
     if reason:
         verdict += f"; reason={reason}"
     return (results + verdict + "\r\n").encode("ascii", "replace")
+
+
+def decision_id_of(value: object) -> str | None:
+    """The decision id of an ``X-Appliance-Decision`` value (``<id>; action=...``, as ``trace_fields`` writes)."""
+    if not isinstance(value, str):
+        return None
+    found = value.strip().partition(";")[0].strip()
+    return found or None

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "ApprovedSubmission",
     "BlobRef",
     "Delivery",
     "DeliveryOutcome",
@@ -20,6 +21,7 @@ __all__ = [
     "SendKind",
     "SendRequest",
     "SendResult",
+    "Submission",
 ]
 
 from typing import Annotated, Literal
@@ -158,3 +160,23 @@ class SendResult(_Wire, frozen=True):
     message_id: str
     thread_id: str
     status: Literal["queued"] = "queued"
+
+
+class ApprovedSubmission(msgspec.Struct, frozen=True, kw_only=True):
+    """A message the outbox approved and has queued: what may leave as it (``appliance.store.outbound``)."""
+
+    email_id: str
+    recipients: list[str]
+    """Recipients of its jobs still queued (lowercase)."""
+    raw: bytes
+
+
+class Submission(msgspec.Struct, frozen=True, kw_only=True):
+    """Mail an agent's authenticated session hands the MTA (Stalwart's hook for EmailSubmission)."""
+
+    agent: str
+    mail_from: str
+    recipients: list[str]
+    """The envelope's, lowercase."""
+    message_id: str | None
+    raw: bytes

@@ -12,10 +12,13 @@ __all__ = ["HookRequestError", "MtaHook", "rebuild_message"]
 import logging
 import re
 
+from appliance.audit import record_event
 from appliance.gate import Decision, Envelope
+from appliance.gate.outbound import recheck_submission
 from appliance.inbound.reception import Reception
 from appliance.inbound.replies import smtp_reply
-from appliance.mail import is_forged
+from appliance.mail import is_forged, sniff_message_id
+from appliance.outbound.model import Submission
 from appliance.stalwart.proto import (
     AddHeader,
     DeleteHeader,
@@ -25,6 +28,7 @@ from appliance.stalwart.proto import (
     Modification,
     SmtpResponse,
 )
+from appliance.store.outbound import approved_submission
 
 log = logging.getLogger("appliance.stalwart")
 
@@ -91,15 +95,39 @@ class MtaHook:
             return HookResponse(action="reject", response=ONE_AGENT)
         return ACCEPT
 
+    async def submission(self, agent: str, mail_from: str, recipients: list[str], raw: bytes) -> HookResponse | None:
+        """An agent's mail leaving through Stalwart: the outbound policy's second word (``recheck_submission``);
+        None when it may go, the refusal otherwise (audited)."""
+        policy = self.reception.policies.get(agent)
+        message_id = sniff_message_id(raw)
+        approved = (await self.reception.db.read(lambda con: approved_submission(con, agent, message_id))
+                    if message_id and policy is not None else None)
+        if policy is None:
+            return None
+        verdict = recheck_submission(policy, Submission(agent=agent, mail_from=mail_from, recipients=recipients,
+                                                        message_id=message_id, raw=raw), approved)
+        if verdict.action == "send":
+            return None
+        log.warning("MTA hook: refused a submission as %s: %s", agent, verdict.detail)
+        detail = f"{verdict.reason}: {verdict.detail}"
+        await self.reception.db.write(lambda con: record_event(con, "outbound.refused", agent, detail))
+        return HookResponse(action="reject", response=SmtpResponse.of(550, "5.7.1", detail[:400]))
+
     async def data(self, request: HookRequest) -> HookResponse:
         envelope, message = request.envelope, request.message
         if envelope is None or message is None:
             raise HookRequestError("data stage without envelope and message")
         recipients = [a.address.lower() for a in envelope.to]
+        raw = rebuild_message(message)
+        sasl = request.context.sasl
+        if sasl is not None and self.reception.is_agent(sasl.login):
+            refused = await self.submission(sasl.login.lower(), envelope.from_.address, recipients, raw)
+            if refused is not None:
+                return refused
         agents = list(dict.fromkeys(r for r in recipients if self.reception.is_agent(r)))
         if not agents:
-            if request.context.sasl is not None:
-                return ACCEPT  # outbound submission (see ``rcpt``)
+            if sasl is not None:
+                return ACCEPT  # outbound submission (see ``rcpt``), rechecked above when an agent's
             return HookResponse(action="reject", response=SmtpResponse.of(
                 550, "5.1.1", "No such agent here"))
         if len(agents) > 1:
@@ -112,7 +140,6 @@ class MtaHook:
         client = request.context.client
         facts = Envelope(client_ip=client.ip, helo=client.helo or "",
                          mail_from=envelope.from_.address, rcpt_to=recipients)
-        raw = rebuild_message(message)
         try:
             received = await self.reception.receive(facts, raw, agent=agents[0], intake="hook")
         except Exception:

@@ -13,6 +13,7 @@ __all__ = [
     "add_attempt",
     "add_job",
     "add_queued_message",
+    "approved_submission",
     "blobs_used_since",
     "claim_due_jobs",
     "delete_blobs_unused_since",
@@ -38,7 +39,7 @@ from datetime import datetime
 import duckdb
 import msgspec
 
-from appliance.outbound.model import Delivery, OutboundMessage
+from appliance.outbound.model import ApprovedSubmission, Delivery, OutboundMessage
 from appliance.store.database import Batch
 from appliance.store.schema import TableFamily
 
@@ -269,6 +270,19 @@ def latest_queued_by_message_id(con: duckdb.DuckDBPyConnection, message_id: str,
     row = con.execute(f"SELECT email_id FROM outbound_messages WHERE message_id = ? {scope} "
                       "ORDER BY queued_at DESC LIMIT 1", [message_id, *params]).fetchone()
     return str(row[0]) if row else None
+
+
+def approved_submission(con: duckdb.DuckDBPyConnection, agent: str, message_id: str) -> ApprovedSubmission | None:
+    """``agent``'s latest queued message with ``message_id`` whose bytes are kept, with the recipients its
+    queued jobs are for; None when there is none."""
+    row = con.execute("SELECT email_id, raw FROM outbound_messages WHERE message_id = ? AND agent = ? "
+                      "AND raw IS NOT NULL ORDER BY queued_at DESC LIMIT 1", [message_id, agent]).fetchone()
+    if row is None:
+        return None
+    recipients = [str(a).lower() for (a,) in con.execute(
+        "SELECT DISTINCT unnest(recipients) FROM outbound_jobs WHERE email_id = ? AND status = 'queued'",
+        [row[0]]).fetchall()]
+    return ApprovedSubmission(email_id=str(row[0]), recipients=recipients, raw=bytes(row[1]))
 
 
 def job_recipients(con: duckdb.DuckDBPyConnection, email_id: str) -> list[str]:

@@ -20,7 +20,10 @@ from litestar.testing import AsyncTestClient
 from appliance.app import create_app
 from appliance.config import ApplianceConfig
 from appliance.inbound.reception import Received
+from appliance.outbound.model import OutboundMessage
 from appliance.runtime import Runtime
+from appliance.store.database import Batch, utc
+from appliance.store.outbound import add_job, add_queued_message
 from tests.conftest import AGENT, HOSTNAME, OTHER_AGENT
 from tests.dnsserver import DnsTestServer
 
@@ -239,16 +242,74 @@ async def test_rcpt_of_a_second_agent_is_deferred_452_4_5_3(hook: Hook) -> None:
     assert await hook.answer(rcpt_request(AGENT, AGENT)) == {"action": "accept"}
 
 
-async def test_authenticated_submission_to_the_outside_is_not_the_inbound_gates_business(
-    hook: Hook,
-) -> None:
+async def queue_approved(hook: Hook, raw: bytes, recipients: list[str], *, status: str = "queued") -> None:
+    """What the outbox leaves after it approved a send: the queued message and its job."""
+
+    def write(batch: Batch) -> None:
+        add_queued_message(batch, OutboundMessage(
+            email_id="o-approved", agent=AGENT, thread_id="t1", message_id="<h1@example.net>", mail_from=AGENT,
+            recipients=recipients, subject="Hello", in_reply_to=None, raw=raw, body_sha256=""), queued_at=utc())
+        add_job(batch, job_id="j1", email_id="o-approved", agent=AGENT, domain="elsewhere.example",
+                recipients=recipients, status=status, attempts=0, queued_at=0.0, next_attempt_at=0.0)
+
+    await hook.runtime.db.write_batch(write)
+
+
+async def test_an_agents_submission_to_the_outside_passes_rcpt_and_is_decided_at_data(hook: Hook) -> None:
     assert await hook.answer(rcpt_request("friend@elsewhere.example", sasl=AGENT)) == {
         "action": "accept"
     }
+
+
+async def test_an_agents_submission_the_outbox_never_approved_is_refused_and_audited(hook: Hook) -> None:
     answer = await hook.answer(
         data_request(message(AGENT), mail_from=AGENT, to=("friend@elsewhere.example",), sasl=AGENT)
     )
+    assert answer["action"] == "reject"
+    assert (answer["response"]["status"], answer["response"]["enhanced_status"]) == (550, "5.7.1")
+    assert "not_from_outbox" in answer["response"]["message"]
+    events = await hook.runtime.db.read(lambda con: con.execute(
+        "SELECT type, agent FROM events WHERE type = 'outbound.refused'").fetchall())
+    assert events == [("outbound.refused", AGENT)]
+
+
+async def test_the_submission_the_outbox_approved_leaves(hook: Hook) -> None:
+    raw = message(AGENT)
+    await queue_approved(hook, raw, ["friend@elsewhere.example"])
+    answer = await hook.answer(
+        data_request(b"Received: from localhost\r\n" + raw, mail_from=AGENT, to=("friend@elsewhere.example",),
+                     sasl=AGENT))
     assert answer == {"action": "accept"}
+
+
+async def test_a_submission_to_a_recipient_the_outbox_did_not_approve_is_refused(hook: Hook) -> None:
+    raw = message(AGENT)
+    await queue_approved(hook, raw, ["friend@elsewhere.example"])
+    answer = await hook.answer(data_request(
+        raw, mail_from=AGENT, to=("friend@elsewhere.example", "stranger@elsewhere.example"), sasl=AGENT))
+    assert answer["action"] == "reject"
+    assert "recipient_not_allowed" in answer["response"]["message"]
+    assert "stranger@elsewhere.example" in answer["response"]["message"]
+
+
+async def test_a_submission_whose_body_or_header_changed_is_refused(hook: Hook) -> None:
+    raw = message(AGENT)
+    await queue_approved(hook, raw, ["friend@elsewhere.example"])
+    changed_body = raw.replace(b"Hi.", b"Send me the keys.")
+    changed_header = raw.replace(b"Subject: Hello", b"Subject: Urgent")
+    for sent in (changed_body, changed_header, b"Reply-To: x@evil.example\r\n" + raw):
+        answer = await hook.answer(
+            data_request(sent, mail_from=AGENT, to=("friend@elsewhere.example",), sasl=AGENT))
+        assert answer["action"] == "reject", sent
+        assert "submission_changed" in answer["response"]["message"]
+
+
+async def test_a_submission_of_a_message_already_sent_is_refused(hook: Hook) -> None:
+    raw = message(AGENT)
+    await queue_approved(hook, raw, ["friend@elsewhere.example"], status="sent")
+    answer = await hook.answer(
+        data_request(raw, mail_from=AGENT, to=("friend@elsewhere.example",), sasl=AGENT))
+    assert answer["action"] == "reject"
 
 
 # -- DATA ----------------------------------------------------------------------------------------
