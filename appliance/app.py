@@ -74,11 +74,16 @@ def _bounded_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respo
 
 @get("/healthz", include_in_schema=False, sync_to_thread=False)
 def healthz(state: State) -> Response[dict[str, str]]:
-    """200 once the mode's intake (SMTP or the hook) and HTTP both accept; 503 before and while stopping."""
+    """200 once the mode's intake (SMTP or the hook) and HTTP both accept and every part the mode runs
+    (Stalwart) is healthy; 503 before, while stopping, and while a part is not (each part's status shown)."""
     runtime: Runtime = state.runtime
-    if runtime.started and runtime.ready:
-        return Response({"status": "ok"}, status_code=200)
-    return Response({"status": "starting"}, status_code=503)
+    parts = {name: check() for name, check in runtime.checks.items()}
+    body = {name: part.status for name, part in parts.items()}
+    if not (runtime.started and runtime.ready):
+        return Response({"status": "starting", **body}, status_code=503)
+    if not all(part.ok for part in parts.values()):
+        return Response({"status": "degraded", **body}, status_code=503)
+    return Response({"status": "ok", **body}, status_code=200)
 
 
 def create_app(config: ApplianceConfig, runtime: Runtime | None = None) -> Litestar:

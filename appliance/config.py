@@ -126,6 +126,10 @@ class StalwartConfig(_Section, frozen=True):
     """Login sent with the admin secret when it goes as HTTP Basic."""
     timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     """Seconds one upstream request may take (the EventSource stream has no read timeout)."""
+    manage: bool = True
+    """Configure Stalwart over its management JMAP (domains, accounts, keys, the MTA hook) and follow its
+    accounts by push to dispatch what it stored; false when someone else configures it and the appliance
+    only answers the hook and forwards JMAP (webhooks then go out when the hook accepts)."""
     supervise: Literal["docker", "binary", "none"] = "none"
     """Who runs Stalwart: the appliance through the Docker Engine (``docker``), as a local process
     (``binary``, with ``command``), or someone else (``none``: the appliance only talks to it)."""
@@ -192,9 +196,10 @@ class DeliveryConfig(_Section, frozen=True):
 class OutboundConfig(_Section, frozen=True):
     """How the agents' mail leaves the appliance."""
 
-    transport: Literal["capture", "smarthost", "direct"] = "capture"
+    transport: Literal["capture", "smarthost", "direct", "stalwart"] = "capture"
     """``capture`` keeps mail in the Sent mailbox (mail to a local agent goes through its inbound
-    gate); ``smarthost`` relays through ``smarthost``; ``direct`` delivers to each domain's MX."""
+    gate); ``smarthost`` relays through ``smarthost``; ``direct`` delivers to each domain's MX;
+    ``stalwart`` (stalwart mode) submits through Stalwart's JMAP ``EmailSubmission``."""
     smarthost: str | None = None
     """``host:port`` of the relay (port 587 usually)."""
     smarthost_username_env: str | None = None
@@ -359,6 +364,9 @@ def _semantic_problems(config: ApplianceConfig, source: str) -> list[Problem]:
     if url is not None and not (url.startswith(("http://", "https://")) and url.split("://", 1)[1].strip("/")):
         problems.append(Problem(source=source, path="stalwart.jmap_url",
                                 reason=f"expected an http(s) URL, got {url!r}"))
+    if config.outbound.transport == "stalwart" and not (config.mode == "stalwart" and url):
+        problems.append(Problem(source=source, path="outbound.transport",
+                                reason="transport \"stalwart\" needs mode = \"stalwart\" and stalwart.jmap_url"))
     if (config.smtp.tls_cert is None) != (config.smtp.tls_key is None):
         problems.append(Problem(source=source, path="smtp", reason="tls_cert and tls_key go together"))
     seen: set[str] = set()

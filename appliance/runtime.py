@@ -8,7 +8,7 @@ starts its own intake around it and hands its parts to the handlers.
 
 from __future__ import annotations
 
-__all__ = ["Runtime"]
+__all__ = ["PartHealth", "Runtime"]
 
 import asyncio
 import functools
@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import msgspec
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from appliance.audit import apply_retention, record_event
@@ -42,6 +43,13 @@ from appliance.tools import Tools
 log = logging.getLogger("appliance")
 
 StopHook = Callable[[], Awaitable[None]]
+
+
+class PartHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """One part's health as ``/healthz`` shows it."""
+
+    ok: bool
+    status: str
 
 
 class Runtime:
@@ -69,6 +77,10 @@ class Runtime:
         """The operator's tools agents call (``POST /api/v1/tools/{name}``)."""
         self.outbound: OutboundWorker | None = None
         """Sends queued mail through the configured transport (``[outbound] transport``)."""
+        self.checks: dict[str, Callable[[], PartHealth]] = {}
+        """Parts a mode runs besides the runtime's (Stalwart), by name: ``/healthz`` reports each."""
+        self.metric_sources: list[Callable[[], list[str]]] = []
+        """Prometheus lines those parts add to ``/metrics``."""
 
     @property
     def db_path(self) -> Path:
@@ -159,6 +171,13 @@ class Runtime:
         with os.fdopen(fd, "w") as fh:
             fh.write(token + "\n")
         return token
+
+    def every(self, seconds: float, job: Callable[[], Awaitable[object]], job_id: str) -> None:
+        """Run ``job`` every ``seconds`` on the runtime's scheduler, one run at a time (a mode's periodic work)."""
+        if self._scheduler is None:
+            raise RuntimeError(f"{job_id}: the runtime is not started")
+        self._scheduler.add_job(job, "interval", seconds=seconds, id=job_id, max_instances=1, coalesce=True,
+                                replace_existing=True)
 
     def _start_scheduler(self) -> None:
         scheduler = AsyncIOScheduler(timezone="UTC")

@@ -16,6 +16,7 @@ __all__ = ["metrics", "metrics_guard"]
 import duckdb
 from litestar import get
 from litestar.connection import ASGIConnection
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
@@ -58,9 +59,11 @@ def metrics_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # t
 
 
 @get("/metrics", include_in_schema=False, media_type=_CONTENT_TYPE, guards=[metrics_guard])
-async def metrics(db: NamedDependency[Database]) -> Response[str]:
-    """The appliance's counters, for Prometheus."""
+async def metrics(db: NamedDependency[Database], state: State) -> Response[str]:
+    """The appliance's counters, for Prometheus (and those of the parts the mode runs: Stalwart)."""
     lines = await db.read(_samples)
+    for source in state.runtime.metric_sources:
+        lines += source()
     lines += ["# HELP appliance_db_commits_total Write transactions committed (one per group of messages).",
               "# TYPE appliance_db_commits_total counter", f"appliance_db_commits_total {db.commits}"]
     return Response("\n".join(lines) + "\n", media_type=_CONTENT_TYPE)

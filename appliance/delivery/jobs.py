@@ -11,6 +11,9 @@ A row of ``deliveries`` is one event for one agent. Its ``status``:
 - ``stream``: for the event stream only: ``delivery.failed`` and ``endpoint.disabled``, and
   every event of an agent without a webhook (the dispatcher relabels its ``pending`` jobs);
 - ``held``: a quarantined message's ``message.received``, released with the message;
+- ``awaiting``: (stalwart mode) a ``message.received`` decided at the hook, released when the
+  follower sees Stalwart stored the message (``appliance.stalwart.follower``): the agent never
+  hears of mail the MTA did not keep; discarded if it never shows up;
 - ``discarded``: a held job whose message was deleted.
 
 ``seq`` orders the event stream: it is drawn when the job becomes visible
@@ -32,7 +35,7 @@ from appliance.delivery.payload import EventData
 from appliance.store.database import Batch, utc
 from appliance.store.deliveries import add_delivery, release_held
 
-HIDDEN_STATUSES = ("held", "discarded")
+HIDDEN_STATUSES = ("held", "awaiting", "discarded")
 """Jobs the agent must not see (on the webhook or the stream)."""
 
 

@@ -71,6 +71,9 @@ class Reception:
         self.reading = reading or ReadingLimits()
         self.reader: MessageReader = reader or InlineReader(self.reading)
         """Where messages are parsed and their text extracted (reader processes in a running appliance)."""
+        self.awaits_store = False
+        """Whether the MTA stores accepted mail after we answer (Stalwart's hook): the agent's
+        ``message.received`` then waits (``awaiting``) until ``appliance.stalwart.follower`` sees it stored."""
         self.on_committed: Callable[[Received], None] | None = None
         """Called after each committed decision, whichever intake it came from (wakes the dispatcher)."""
 
@@ -128,9 +131,10 @@ class Reception:
         jobs: list[tuple[str, EventData, str]] = []
         if stored is not None and parsed is not None and readable is not None:
             held = stored.mailbox != INBOX  # a quarantined message's job waits for its release
+            status = "held" if held else "awaiting" if self.awaits_store and intake == "hook" else "pending"
             jobs.append(("message.received", message_data(
                 decision, parsed, readable, email_id=stored.email_id, received_at=stored.received_at,
-                max_body_chars=self.max_body_chars), "held" if held else "pending"))
+                max_body_chars=self.max_body_chars), status))
             if held:
                 jobs.append(("message.quarantined", quarantine_data(
                     agent=agent, decision_id=decision.decision_id, email_id=stored.email_id, sender=stored.sender,

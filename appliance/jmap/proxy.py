@@ -126,8 +126,13 @@ def _authorization(secret: str, login: str) -> str:
     return "Basic " + base64.b64encode(f"{login}:{secret}".encode()).decode("ascii")
 
 
-def upstream_from_config(config: ApplianceConfig, environ: Mapping[str, str] | None = None) -> Upstream:
-    """The upstream of ``config`` (its ``[stalwart]`` section), the secrets read from ``environ``."""
+def upstream_from_config(config: ApplianceConfig, environ: Mapping[str, str] | None = None,
+                         provisioned: Mapping[str, str] | None = None) -> Upstream:
+    """The upstream of ``config`` (its ``[stalwart]`` section), the secrets read from ``environ``.
+
+    ``provisioned``: agent -> the API key the appliance made for it at Stalwart, used for an agent
+    whose ``stalwart_secret_env`` is unset or empty.
+    """
     env = os.environ if environ is None else environ
     section = config.stalwart
     if not section.jmap_url:
@@ -138,7 +143,10 @@ def upstream_from_config(config: ApplianceConfig, environ: Mapping[str, str] | N
     for agent in config.agents:
         name = agent.stalwart_secret_env or ""
         address = agent.address.lower()
-        agents[address] = Credential(env=name, header=_authorization(env.get(name, "") if name else "", address))
+        secret = env.get(name, "") if name else ""
+        if not secret.strip() and provisioned and address in provisioned:
+            secret = provisioned[address]
+        agents[address] = Credential(env=name, header=_authorization(secret, address))
     return Upstream(jmap_url=section.jmap_url.rstrip("/"), admin=admin, agents=agents, timeout=section.timeout)
 
 

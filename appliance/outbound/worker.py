@@ -255,7 +255,7 @@ async def start_outbound(db: Database, config: ApplianceConfig, *, reception: Re
                          resolver: Resolver,
                          environ: Mapping[str, str] | None = None, **options: Any) -> OutboundWorker:
     """A started worker for ``config``'s transport; ``options`` go to ``OutboundWorker`` (``on_committed``...)."""
-    transport = make_transport(config, reception=reception, resolver=resolver, environ=environ)
+    transport = make_transport(config, reception=reception, resolver=resolver, environ=environ, db=db)
     worker = OutboundWorker(db, transport, retry_for=config.outbound.retry_for, **options)
     await worker.start()
     return worker

@@ -29,14 +29,17 @@ __all__ = [
     "discard_held",
     "due_deliveries",
     "endpoint_disabled",
+    "expire_awaiting",
     "get_delivery",
     "label_stream_only",
     "list_deliveries",
     "make_due",
     "next_attempt_after",
+    "oldest_awaiting",
     "record_attempt",
     "record_delivered",
     "reenable_endpoint",
+    "release_awaiting",
     "release_held",
     "remove_finished",
     "replay_delivery",
@@ -202,6 +205,29 @@ def release_held(con: duckdb.DuckDBPyConnection, email_id: str, now: float) -> i
         "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, seq = nextval('delivery_seq') "
         "WHERE email_id = ? AND status = 'held' RETURNING delivery_id", [now, email_id]).fetchall()
     return len(rows)
+
+
+def release_awaiting(con: duckdb.DuckDBPyConnection, agent: str, decision_ids: list[str], now: float) -> int:
+    """Make the awaiting jobs of ``agent``'s decisions pending, due at ``now``, with a fresh ``seq``;
+    return how many (a job already released is not touched again)."""
+    rows = con.execute(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, seq = nextval('delivery_seq') "
+        "WHERE agent = ? AND status = 'awaiting' AND list_contains(?::VARCHAR[], decision_id) "
+        "RETURNING delivery_id", [now, agent, decision_ids]).fetchall()
+    return len(rows)
+
+
+def oldest_awaiting(con: duckdb.DuckDBPyConnection, agent: str) -> datetime | None:
+    """When ``agent``'s oldest awaiting job was written, or None."""
+    row = con.execute("SELECT min(created_at) FROM deliveries WHERE agent = ? AND status = 'awaiting'",
+                      [agent]).fetchone()
+    return row[0] if row else None
+
+
+def expire_awaiting(con: duckdb.DuckDBPyConnection, before: datetime) -> int:
+    """Discard awaiting jobs written before ``before`` (the MTA never stored their message); how many."""
+    return len(con.execute("UPDATE deliveries SET status = 'discarded' WHERE status = 'awaiting' AND created_at < ? "
+                           "RETURNING delivery_id", [before]).fetchall())
 
 
 def discard_held(con: duckdb.DuckDBPyConnection, email_id: str) -> None:

@@ -149,7 +149,8 @@ def proxy_config(make_config: Callable[..., ApplianceConfig], monkeypatch: pytes
     monkeypatch.setenv("TEST_UPSTREAM_OTHER", "Bearer jmap-other-key")
     (tmp_path / "proxy-var").mkdir(exist_ok=True)
     config = make_config(mode="stalwart", data_dir="proxy-var", http={"admin_token_env": "TEST_PROXY_ADMIN"},
-                         stalwart={"jmap_url": jmap_url, "admin_secret_env": "TEST_UPSTREAM_ADMIN"})
+                         stalwart={"jmap_url": jmap_url, "admin_secret_env": "TEST_UPSTREAM_ADMIN",
+                                                             "manage": False})
     agents = [msgspec.structs.replace(a, api_key_env=key, stalwart_secret_env=secret) for a, key, secret in
               zip(config.agents, ["TEST_PROXY_AGENT_KEY", "TEST_PROXY_OTHER_KEY"],
                   ["TEST_UPSTREAM_AGENT", "TEST_UPSTREAM_OTHER"], strict=True)]

@@ -8,7 +8,8 @@ comes next.
 
 from __future__ import annotations
 
-__all__ = ["CaptureTransport", "DirectTransport", "SmarthostTransport", "Transport", "make_transport"]
+__all__ = ["CaptureTransport", "DirectTransport", "SmarthostTransport", "StalwartTransport", "Transport",
+           "make_transport"]
 
 import ssl
 from collections.abc import Mapping
@@ -21,6 +22,8 @@ from appliance.outbound.mtasts import MtaSts
 from appliance.outbound.transports.capture import CaptureTransport
 from appliance.outbound.transports.direct import DirectTransport
 from appliance.outbound.transports.smarthost import SmarthostTransport
+from appliance.outbound.transports.stalwart import StalwartTransport
+from appliance.store.database import Database
 
 if TYPE_CHECKING:
     from appliance.inbound.reception import Reception
@@ -41,12 +44,18 @@ class Transport(Protocol):
 
 
 def make_transport(config: ApplianceConfig, *, reception: Reception | None, resolver: Resolver,
-                   environ: Mapping[str, str] | None = None, tls_context: ssl.SSLContext | None = None) -> Transport:
-    """The transport ``config`` names. ``reception`` is the inbound gate (``capture`` hands local mail to it).
+                   environ: Mapping[str, str] | None = None, tls_context: ssl.SSLContext | None = None,
+                   db: Database | None = None) -> Transport:
+    """The transport ``config`` names. ``reception`` is the inbound gate (``capture`` hands local mail to it);
+    ``db`` holds the appliance's Stalwart keys (``stalwart``).
 
     ``tls_context`` verifies peers' certificates (the system's trust store when None).
     """
     outbound = config.outbound
+    if outbound.transport == "stalwart":
+        if db is None or not config.stalwart.jmap_url:
+            raise ValueError("[outbound] transport = \"stalwart\" needs the database and [stalwart] jmap_url")
+        return StalwartTransport(db, config.stalwart.jmap_url, timeout=config.stalwart.timeout)
     if outbound.transport == "capture":
         return CaptureTransport(reception, hostname=config.hostname)
     if outbound.transport == "smarthost":
