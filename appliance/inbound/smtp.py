@@ -23,11 +23,12 @@ from aiosmtpd.smtp import SMTP
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from aiosmtpd.smtp import Session as SmtpSession
 
-from appliance.config import SmtpConfig, parse_hostport
+from appliance.config import ApplianceConfig, SmtpConfig, parse_hostport
 from appliance.gate import Envelope, reasons
 from appliance.inbound.reception import Reception
 from appliance.inbound.replies import smtp_reply
 from appliance.mail import Unreadable
+from appliance.reports import is_report_recipient, take_report
 
 log = logging.getLogger("appliance.inbound.smtp")
 
@@ -55,11 +56,20 @@ _STOCK_REPLIES = {
 
 
 class IntakeHandler:
-    """aiosmtpd hooks: recipients are agents, one per transaction; DATA goes through the gate."""
+    """aiosmtpd hooks: recipients are agents, one per transaction; DATA goes through the gate.
 
-    def __init__(self, reception: Reception, *, max_recipients: int) -> None:
+    With ``reports``, the DMARC report address (``appliance.reports.is_report_recipient``) is a
+    recipient too, in a transaction of its own: its mail is kept as a report and meets no gate.
+    """
+
+    def __init__(self, reception: Reception, *, max_recipients: int,
+                 reports: ApplianceConfig | None = None) -> None:
         self.reception = reception
         self.max_recipients = max_recipients
+        self.reports = reports
+
+    def _is_report(self, address: str) -> bool:
+        return self.reports is not None and is_report_recipient(address, self.reports)
 
     async def handle_RCPT(self, server: SMTP, session: SmtpSession, envelope: SmtpEnvelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -69,7 +79,7 @@ class IntakeHandler:
         envelope.rcpt_commands = tried  # type: ignore[attr-defined]
         if tried > self.max_recipients:
             return TOO_MANY_RECIPIENTS
-        if not self.reception.is_agent(address):
+        if not (self.reception.is_agent(address) or self._is_report(address)):
             return f"550 5.1.1 <{_printable(address)}>: no such agent here"
         agent = address.lower()
         accepted = [a.lower() for a in envelope.rcpt_tos]
@@ -86,6 +96,8 @@ class IntakeHandler:
     async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: SmtpEnvelope) -> str:
         # decode_data=False: original_content is the message as sent, CRLF kept, dot-unstuffed.
         raw = envelope.original_content or b""
+        if self._is_report(envelope.rcpt_tos[0]):
+            return await self._take_report(raw, envelope.rcpt_tos[0])
         facts = _envelope(session, envelope)
         client_ip = facts.client_ip
         try:
@@ -106,11 +118,19 @@ class IntakeHandler:
             text += ": " + _printable(decision.detail)[:200]
         return f"{reply.code} {reply.enhanced} {text}"
 
+    async def _take_report(self, raw: bytes, address: str) -> str:
+        try:
+            outcome = await take_report(self.reception.db, raw)
+        except Exception:
+            log.exception("could not record a DMARC report for %s", address)
+            return TEMPFAIL
+        # RFC 7489 7.2: reports are best effort; a reporter is not bounced for a report we cannot read.
+        return f"250 2.0.0 Report {outcome.state}"
 
     async def refused_in_data(self, session: SmtpSession, envelope: SmtpEnvelope, refusal: Unreadable,
                               size: int) -> None:
         """Audit a message aiosmtpd refused while receiving it (too much data, a line too long)."""
-        if not envelope.rcpt_tos:
+        if not envelope.rcpt_tos or self._is_report(envelope.rcpt_tos[0]):
             return
         try:
             await self.reception.receive(_envelope(session, envelope), b"", agent=envelope.rcpt_tos[0],
@@ -384,11 +404,15 @@ def _enough_descriptors(config: SmtpConfig) -> None:
         log.warning("could not check the file descriptor limit: %s", exc)
 
 
-async def start_smtp_server(config: SmtpConfig, reception: Reception, *, hostname: str) -> SmtpServer:
-    """Listen on ``config.listen`` in the running event loop; await ``stop()`` at shutdown."""
+async def start_smtp_server(config: SmtpConfig, reception: Reception, *, hostname: str,
+                            reports: ApplianceConfig | None = None) -> SmtpServer:
+    """Listen on ``config.listen`` in the running event loop; await ``stop()`` at shutdown.
+
+    ``reports``: the configuration whose DMARC report address this server takes reports for (None: none).
+    """
     _enough_descriptors(config)
     host, port = parse_hostport(config.listen, field="smtp.listen")
-    handler = IntakeHandler(reception, max_recipients=config.max_recipients)
+    handler = IntakeHandler(reception, max_recipients=config.max_recipients, reports=reports)
     server = SmtpServer(config, handler, hostname=hostname, tls_context=_tls_context(config))
     await server.start(host, port)
     return server
