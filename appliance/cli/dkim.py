@@ -19,12 +19,11 @@ from appliance.cli import backend
 from appliance.mailauth.keys import (
     Algorithm,
     SigningKey,
-    generate_key,
+    ensure_signing_keys,
     key_path,
     load_key_file,
     public_record,
     selectors_for,
-    write_key,
 )
 
 
@@ -67,30 +66,26 @@ def _load(path: Path) -> SigningKey:
 @backend.reports_failures
 def run_keygen(args: argparse.Namespace) -> int:
     config = backend.load(args)
-    selectors = _selectors(args.selector or config.outbound.dkim_selector)
+    stem = args.selector or config.outbound.dkim_selector
+    selectors = _selectors(stem)
     paths = {selector: _path(args, config.data_path, selector) for selector in selectors}
     existing = [s for s, p in paths.items() if p.exists()]
     if len(existing) == len(paths) and not args.force:
         raise backend.CommandFailed(
             f"keys for {args.domain} exist ({', '.join(str(p) for p in paths.values())}); "
             "`appliance dkim show` prints their records, --force replaces them")
-    records = []
-    for selector, algorithm in selectors.items():
-        path = paths[selector]
-        if selector in existing and not args.force:
-            key = _load(path)
-            print(f"kept {path}", file=sys.stderr)
-        else:
-            key = generate_key(selector, algorithm)
-            write_key(config.data_path, args.domain, key)
-            print(f"{'replaced' if selector in existing else 'created'} {path}", file=sys.stderr)
-        records.append(public_record(args.domain, key))
+    try:
+        outcomes = ensure_signing_keys(config.data_path, args.domain, stem, replace=args.force)
+    except (OSError, ValueError) as exc:
+        raise backend.CommandFailed(str(exc)) from None
+    for made in outcomes:
+        print(f"{made.outcome} {made.path}", file=sys.stderr)
     if args.force and existing:
         print("mail signed with the replaced keys stops verifying once these records replace the old ones; "
               "a new --selector lets both be published during the change", file=sys.stderr)
     print(f"; publish at {args.domain}'s DNS:")
-    for record in records:
-        print(record.zone_line)
+    for made in outcomes:
+        print(public_record(args.domain, made.key).zone_line)
     return 0
 
 

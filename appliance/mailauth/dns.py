@@ -7,7 +7,7 @@ because an empty answer can turn into a pass or a none further up.
 
 from __future__ import annotations
 
-__all__ = ["DnsResolver", "OfflineResolver", "Resolver", "StaticResolver", "parse_nameserver"]
+__all__ = ["DnsResolver", "OfflineResolver", "Resolver", "StaticResolver", "parse_nameserver", "resolver_for"]
 
 import asyncio
 import functools
@@ -300,3 +300,8 @@ class OfflineResolver:
 
     async def query(self, name: str, rdtype: str) -> list[str]:
         raise DnsTemporaryError(f"DNS is off ([dns] offline = true): {name} {rdtype} is unknown")
+
+
+def resolver_for(nameservers: Sequence[str], timeout: float, *, offline: bool) -> Resolver:
+    """The resolver ``[dns]`` asks for: ``OfflineResolver`` when ``offline``, else a ``DnsResolver``."""
+    return OfflineResolver() if offline else DnsResolver(nameservers, timeout=timeout)

@@ -18,13 +18,18 @@ __all__ = [
     "KEY_KINDS",
     "RSA_BITS",
     "Algorithm",
+    "KeyOutcome",
     "KeyRecord",
+    "PublicKey",
     "SigningKey",
+    "ensure_signing_keys",
     "generate_key",
     "key_dir",
     "key_path",
+    "key_value",
     "load_key_file",
     "load_signing_keys",
+    "public_key",
     "public_record",
     "selectors_for",
     "valid_domain",
@@ -78,6 +83,24 @@ class KeyRecord(msgspec.Struct, frozen=True, kw_only=True):
     def zone_line(self) -> str:
         """The record as a zone-file line: ``name. IN TXT "..." "..."``."""
         return f"{self.name}. IN TXT " + " ".join(f'"{s}"' for s in self.strings)
+
+
+class PublicKey(msgspec.Struct, frozen=True, kw_only=True):
+    """A key's public half as its DNS record carries it (RFC 6376 3.6.1, RFC 8463 4.2)."""
+
+    selector: str
+    kind: Literal["rsa", "ed25519"]
+    """The record's ``k=``."""
+    p: str
+    """The record's ``p=``: base64 of the DER SubjectPublicKeyInfo (RSA) or of the raw 32 bytes (ed25519)."""
+
+
+class KeyOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """One key ``ensure_signing_keys`` looked after: kept as it was, created, or replaced."""
+
+    key: SigningKey
+    path: Path
+    outcome: Literal["kept", "created", "replaced"]
 
 
 def valid_selector(selector: str) -> str:
@@ -203,13 +226,30 @@ def load_signing_keys(data_dir: Path, domain: str, stem: str) -> list[SigningKey
     return keys
 
 
-def public_record(domain: str, key: SigningKey) -> KeyRecord:
-    """The TXT record publishing ``key`` for ``domain``.
+def ensure_signing_keys(data_dir: Path, domain: str, stem: str, *, replace: bool = False) -> list[KeyOutcome]:
+    """The keys of ``stem``'s selectors for ``domain`` (RSA first): those that exist kept (replaced with
+    ``replace``: a rotation), the missing ones made and written. ValueError naming the file or the name."""
+    outcomes = []
+    for selector, algorithm in selectors_for(stem).items():
+        path = key_path(data_dir, domain, selector)
+        existed = path.exists()
+        if existed and not replace:
+            outcomes.append(KeyOutcome(key=load_key_file(path), path=path, outcome="kept"))
+            continue
+        key = generate_key(selector, algorithm)
+        write_key(data_dir, domain, key)
+        outcomes.append(KeyOutcome(key=key, path=path, outcome="replaced" if existed else "created"))
+    return outcomes
+
+
+def public_key(key: SigningKey) -> PublicKey:
+    """The public half of ``key`` as its record's ``k=`` and ``p=``.
 
     RSA: ``p=`` is the DER SubjectPublicKeyInfo (RFC 6376 3.6.1); ed25519: the
     raw 32-byte public key (RFC 8463 4.2). Both base64.
     """
     private = serialization.load_pem_private_key(key.pem, password=None)
+    kind: Literal["rsa", "ed25519"]
     if isinstance(private, ed25519.Ed25519PrivateKey):
         kind = "ed25519"
         public = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -219,7 +259,17 @@ def public_record(domain: str, key: SigningKey) -> KeyRecord:
                                                    serialization.PublicFormat.SubjectPublicKeyInfo)
     else:  # pragma: no cover - load_key_file and generate_key make only these
         raise ValueError(f"selector {key.selector}: not an RSA or ed25519 key")
-    value = f"v=DKIM1; k={kind}; p={base64.b64encode(public).decode('ascii')}"
+    return PublicKey(selector=key.selector, kind=kind, p=base64.b64encode(public).decode("ascii"))
+
+
+def key_value(key: PublicKey) -> str:
+    """The text of the TXT record that publishes ``key``: ``v=DKIM1; k=...; p=...``."""
+    return f"v=DKIM1; k={key.kind}; p={key.p}"
+
+
+def public_record(domain: str, key: SigningKey) -> KeyRecord:
+    """The TXT record publishing ``key`` for ``domain``."""
+    value = key_value(public_key(key))
     strings = [value[i:i + 255] for i in range(0, len(value), 255)]
     return KeyRecord(name=f"{key.selector}._domainkey.{valid_domain(domain)}", value=value,
                      strings=strings)
