@@ -9,6 +9,7 @@ from litestar.types import ControllerRouterHandler
 from appliance.api.audit import AuditController
 from appliance.api.blobs import blob_router
 from appliance.api.deliveries import DeliveryController, EndpointController
+from appliance.api.domains import DomainController, mta_sts_policy
 from appliance.api.events import event_stream_handler
 from appliance.api.messages import MessageController
 from appliance.api.metrics import metrics
@@ -24,5 +25,6 @@ def agent_and_admin_routes(config: ApplianceConfig) -> list[ControllerRouterHand
     """The REST API and the event stream: the same in both modes (JMAP and Stalwart's hook are the mode's own)."""
     return [AuditController, QuarantineController, report_usage, DeliveryController, EndpointController,
             event_stream_handler, introspect_token, MessageController, metrics,
+            DomainController, mta_sts_policy,
             # the send half: each with its body limit and its {"error", "detail"} errors
             outbound_router(config), blob_router(config), tools_router()]
