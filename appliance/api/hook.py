@@ -70,7 +70,7 @@ async def mta_hook(request: Request, config: NamedDependency[ApplianceConfig],  
         hook_request = decode_request(body)
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError too
         raise ValidationException(f"not an MTA hook request: {exc}") from None
-    hook = MtaHook(reception)
+    hook = MtaHook(reception, reports=config)
     try:
         answer = await hook.answer(hook_request)
     except HookRequestError as exc:

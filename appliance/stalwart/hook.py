@@ -13,12 +13,14 @@ import logging
 import re
 
 from appliance.audit import record_event
+from appliance.config import ApplianceConfig
 from appliance.gate import Decision, Envelope
 from appliance.gate.outbound import recheck_submission
 from appliance.inbound.reception import Reception
 from appliance.inbound.replies import smtp_reply
 from appliance.mail import is_forged, sniff_message_id
 from appliance.outbound.model import Submission
+from appliance.reports import is_report_recipient, take_report
 from appliance.stalwart.proto import (
     AddHeader,
     DeleteHeader,
@@ -63,8 +65,13 @@ def rebuild_message(message: HookMessage) -> bytes:
 class MtaHook:
     """Decides one hook call: accept, reject (with its SMTP reply) or discard."""
 
-    def __init__(self, reception: Reception) -> None:
+    def __init__(self, reception: Reception, reports: ApplianceConfig | None = None) -> None:
         self.reception = reception
+        self.reports = reports
+        """The configuration whose DMARC report address the hook takes reports for (None: none)."""
+
+    def _is_report(self, address: str) -> bool:
+        return self.reports is not None and is_report_recipient(address, self.reports)
 
     async def answer(self, request: HookRequest) -> HookResponse:
         stage = request.context.stage
@@ -79,6 +86,13 @@ class MtaHook:
         if envelope is None or not envelope.to:
             raise HookRequestError("rcpt stage without envelope.to")
         recipient = envelope.to[-1].address
+        earlier_reports = any(self._is_report(a.address) for a in envelope.to[:-1])
+        if self._is_report(recipient):
+            # A report is kept and dropped at DATA (nobody's mailbox): alone in its transaction.
+            alone = all(a.address.lower() == recipient.lower() for a in envelope.to[:-1])
+            return ACCEPT if alone else HookResponse(action="reject", response=ONE_AGENT)
+        if earlier_reports:
+            return HookResponse(action="reject", response=ONE_AGENT)
         if not self.reception.is_agent(recipient):
             if request.context.sasl is not None:
                 # An authenticated session (an agent's JMAP EmailSubmission) sending out: not
@@ -119,6 +133,8 @@ class MtaHook:
             raise HookRequestError("data stage without envelope and message")
         recipients = [a.address.lower() for a in envelope.to]
         raw = rebuild_message(message)
+        if recipients and all(self._is_report(r) for r in recipients):
+            return await self.report(raw)
         sasl = request.context.sasl
         if sasl is not None and self.reception.is_agent(sasl.login):
             refused = await self.submission(sasl.login.lower(), envelope.from_.address, recipients, raw)
@@ -147,6 +163,16 @@ class MtaHook:
                           client.ip, agents[0])
             return TEMPFAIL
         return self.response(received.decision, message)
+
+    async def report(self, raw: bytes) -> HookResponse:
+        """A DMARC aggregate report: kept (``appliance.reports``), then discarded (250, no mailbox)."""
+        try:
+            await take_report(self.reception.db, raw)
+        except Exception:
+            log.exception("could not record a DMARC report")
+            return TEMPFAIL
+        # RFC 7489 7.2: best effort; a report we cannot read is logged and still not bounced.
+        return HookResponse(action="discard")
 
     def response(self, decision: Decision, message: HookMessage) -> HookResponse:
         action = decision.action

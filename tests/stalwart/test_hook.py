@@ -26,6 +26,7 @@ from appliance.store.database import Batch, utc
 from appliance.store.outbound import add_job, add_queued_message
 from tests.conftest import AGENT, HOSTNAME, OTHER_AGENT
 from tests.dnsserver import DnsTestServer
+from tests.reports.samples import google, gzipped, report_message
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SECRET_ENV = "TEST_APPLIANCE_HOOK_SECRET"
@@ -491,3 +492,27 @@ async def test_message_signed_here_with_simple_canonicalization_passes(
     assert answer["action"] == "reject"
     assert answer["response"]["status"] == 550
     assert "DKIM" in answer["response"]["message"]
+
+
+# -- DMARC aggregate reports ------------------------------------------------------------------------
+
+
+REPORTS = "dmarc-reports@example.test"
+
+
+async def test_a_report_to_the_report_address_is_kept_and_discarded(hook: Hook) -> None:
+    assert await hook.answer(rcpt_request(REPORTS)) == {"action": "accept"}
+    raw = report_message(gzipped(google().encode()), "application/gzip").replace(b"\n", b"\r\n")
+    answer = await hook.answer(data_request(raw, mail_from="noreply-dmarc-support@google.com", to=(REPORTS,)))
+    assert answer == {"action": "discard"}  # Stalwart answers 250 and keeps nothing
+    kept = await hook.runtime.db.read(lambda con: con.execute(
+        "SELECT org_name, report_id FROM dmarc_reports").fetchall())
+    assert kept == [("google.com", "10402651235457367423")]
+    decisions = await hook.runtime.db.read(lambda con: con.execute("SELECT count(*) FROM decisions").fetchone())
+    assert decisions == (0,)  # no gate, no agent
+
+
+async def test_a_report_shares_no_transaction_with_an_agent(hook: Hook) -> None:
+    for order in ((AGENT, REPORTS), (REPORTS, AGENT)):
+        answer = await hook.answer(rcpt_request(*order))
+        assert answer["action"] == "reject" and answer["response"]["status"] == 452, order
