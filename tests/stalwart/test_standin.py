@@ -184,3 +184,129 @@ def test_image_builds_and_serves_health_from_a_container() -> None:
     finally:
         container.remove(force=True, v=True)
         client.close()
+
+
+# -- management
+
+
+def create(process: StandinProcess, kind: str, obj: dict[str, Any], **args: Any) -> dict[str, Any]:
+    """x:<kind>/set create one object; the set response."""
+    return call(process, [f"x:{kind}/set", {"create": {"new": obj}, **args}, "0"])[0][1]
+
+
+def provision(process: StandinProcess, name: str = "agent@example.org", password: str = "pw") -> tuple[str, str]:
+    """A domain example.org (if missing) and a user; (domain id, account id)."""
+    domains = call(process, ["x:Domain/query", {"filter": {"name": "example.org"}}, "0"])[0][1]["ids"]
+    domain_id = domains[0] if domains else create(process, "Domain", {"name": "example.org"})["created"]["new"]["id"]
+    account = create(process, "Account", {
+        "@type": "User", "name": name, "domainId": domain_id,
+        "credentials": {"0": {"@type": "Password", "secret": password}}, "roles": {"@type": "User"}})
+    return domain_id, account["created"]["new"]["id"]
+
+
+def wait_for_dkim(process: StandinProcess, domain_id: str) -> list[dict[str, Any]]:
+    """The domain's DKIM keys once both exist (they are made a moment after the domain)."""
+    import time
+
+    for _ in range(200):
+        ids = call(process, ["x:DkimSignature/query", {"filter": {"domainId": domain_id}}, "0"])[0][1]["ids"]
+        if len(ids) == 2:
+            return list(call(process, ["x:DkimSignature/get", {"ids": ids}, "0"])[0][1]["list"])
+        time.sleep(0.05)
+    raise AssertionError("no DKIM keys after 10 s")
+
+
+def test_domain_gets_rsa_and_ed25519_dkim_keys_and_a_zone_file(standin: StandinProcess) -> None:
+    import base64
+
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    domain_id = create(standin, "Domain", {"name": "example.org"})["created"]["new"]["id"]
+    keys = {key["@type"]: key for key in wait_for_dkim(standin, domain_id)}
+    assert set(keys) == {"Dkim1RsaSha256", "Dkim1Ed25519Sha256"}
+    assert load_der_public_key(base64.b64decode(keys["Dkim1RsaSha256"]["publicKey"])).key_size == 2048  # type: ignore[union-attr]
+    assert len(base64.b64decode(keys["Dkim1Ed25519Sha256"]["publicKey"])) == 32
+    assert keys["Dkim1RsaSha256"]["selector"].endswith("r") and "privateKey" not in keys["Dkim1RsaSha256"]
+    zone = call(standin, ["x:Domain/get", {"ids": [domain_id]}, "0"])[0][1]["list"][0]["dnsZoneFile"]
+    assert "example.org. 3600 IN MX 10" in zone and "v=spf1" in zone and "_dmarc.example.org." in zone
+    assert f"{keys['Dkim1Ed25519Sha256']['selector']}._domainkey.example.org." in zone
+
+
+def test_duplicate_domain_is_already_exists(standin: StandinProcess) -> None:
+    create(standin, "Domain", {"name": "example.org"})
+    assert create(standin, "Domain", {"name": "example.org"})["notCreated"]["new"]["type"] == "alreadyExists"
+
+
+def test_account_credentials_as_a_list_is_a_recorded_violation(standin: StandinProcess) -> None:
+    domain_id, _ = provision(standin)
+    answer = create(standin, "Account", {
+        "@type": "User", "name": "b@example.org", "domainId": domain_id,
+        "credentials": [{"@type": "Password", "secret": "x"}], "roles": {"@type": "User"}})
+    assert answer["notCreated"]["new"] == {"type": "invalidProperties", "properties": ["credentials"],
+                                           "description": answer["notCreated"]["new"]["description"]}
+    assert any("credentials" in v and "index-keyed" in v for v in control(standin, "violations"))
+
+
+def test_account_name_outside_its_domain_is_refused(standin: StandinProcess) -> None:
+    domain_id, _ = provision(standin)
+    answer = create(standin, "Account", {"@type": "User", "name": "b@other.org", "domainId": domain_id,
+                                         "credentials": {"0": {"@type": "Password", "secret": "x"}}})
+    assert answer["notCreated"]["new"]["properties"] == ["name"]
+
+
+def test_api_key_secret_shows_only_in_the_create_response_and_authenticates(standin: StandinProcess) -> None:
+    _, account_id = provision(standin)
+    created = create(standin, "ApiKey", {"description": "appliance"}, accountId=account_id)["created"]["new"]
+    assert created["secret"].startswith("API_")
+    listed = call(standin, ["x:ApiKey/get", {"ids": None, "accountId": account_id}, "0"])[0][1]["list"]
+    assert listed == [{"id": created["id"], "description": "appliance", "accountId": account_id}]
+    session = httpx.get(f"{standin.base_url}/jmap/session", headers={"Authorization": f"Bearer {created['secret']}"})
+    assert session.json()["primaryAccounts"]["urn:ietf:params:jmap:mail"] == account_id
+
+
+HOOK = {
+    "url": "http://127.0.0.1:9/hook", "enable": {"else": "true"}, "stages": {"rcpt": True, "data": True},
+    "timeout": 5000, "tempFailOnError": True, "allowInvalidCerts": False, "maxResponseSize": 1048576,
+    "httpHeaders": {"X-Test": "1"},
+    "httpAuth": {"@type": "Bearer", "bearerToken": {"@type": "Value", "secret": "hook-secret"}},
+}
+
+
+def test_mta_hook_in_the_documented_shape_is_created_updated_and_destroyed(standin: StandinProcess) -> None:
+    hook_id = create(standin, "MtaHook", HOOK)["created"]["new"]["id"]
+    answer = call(standin, ["x:MtaHook/set", {"update": {hook_id: {"timeout": 2000}}}, "0"])[0][1]
+    assert answer["updated"] == {hook_id: None}
+    assert call(standin, ["x:MtaHook/get", {"ids": [hook_id]}, "0"])[0][1]["list"][0]["timeout"] == 2000
+    assert call(standin, ["x:MtaHook/set", {"destroy": [hook_id]}, "0"])[0][1]["destroyed"] == [hook_id]
+    assert control(standin, "violations") == []
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("timeout", "5s"),
+    ("stages", ["rcpt", "data"]),
+    ("stages", {"queue": True}),
+    ("httpAuth", {"@type": "Bearer", "bearerToken": "hook-secret"}),
+    ("httpAuth", {"@type": "Bearer", "bearerToken": {"@type": "Plain", "secret": "x"}}),
+    ("retries", 3),
+])
+def test_mta_hook_in_a_wrong_shape_is_refused_and_recorded(standin: StandinProcess, field: str, value: Any) -> None:
+    answer = create(standin, "MtaHook", {**HOOK, field: value})
+    assert answer["notCreated"]["new"]["properties"] == [field]
+    assert any(field in v for v in control(standin, "violations"))
+
+
+def test_reload_settings_action_is_created(standin: StandinProcess) -> None:
+    answer = create(standin, "Action", {"@type": "ReloadSettings"})
+    assert list(answer["created"]) == ["new"]
+
+
+def test_management_state_survives_a_restart(tmp_path: Path) -> None:
+    process = make_standin(tmp_path, configured=True)
+    with process:
+        domain_id, account_id = provision(process)
+    with process:
+        accounts = call(process, ["x:Account/get", {"ids": None}, "0"])[0][1]["list"]
+        assert [a["id"] for a in accounts] == [account_id]
+        assert accounts[0]["domainId"] == domain_id
+        session = httpx.get(f"{process.base_url}/jmap/session", auth=("agent@example.org", "pw"))
+        assert session.status_code == 200
