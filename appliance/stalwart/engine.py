@@ -168,6 +168,8 @@ class DockerBackend:
             "volumes": {s.config_volume: {"bind": CONFIG_MOUNT, "mode": "rw"},
                         s.data_volume: {"bind": DATA_MOUNT, "mode": "rw"}},
             "labels": {MANAGED_LABEL: "true"},
+            # a tiny init as PID 1 passes our SIGTERM on (PID 1 without a handler would ignore it) and reaps
+            "init": True,
             "detach": True,
         }
         if s.network_mode != "host" and s.ports:

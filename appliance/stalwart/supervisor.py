@@ -154,11 +154,19 @@ class Supervisor:
         deadline = self.clock() + limit
         seen = "nothing yet"
         while True:
-            probe, detail = await self._probe()
-            if probe == "ready":
-                if not self._lock.locked():  # during a restart, its own probes tell
+            try:  # a restart in progress is not ready yet: probe between restarts, never during one
+                async with asyncio.timeout(max(deadline - self.clock(), 0.01)):
+                    await self._lock.acquire()
+            except TimeoutError:
+                raise StalwartNotReady(f"Stalwart at {self.base_url}: not ready after {limit:g} s (a restart "
+                                       f"was still in progress; status {self._status})") from None
+            try:
+                probe, detail = await self._probe()
+                if probe == "ready":
                     self._observe(probe, detail)
-                return
+                    return
+            finally:
+                self._lock.release()
             seen = f"{probe}" + (f" ({detail})" if detail else "")
             if self.clock() >= deadline:
                 raise StalwartNotReady(f"Stalwart at {self.base_url}/healthz/ready: not ready after {limit:g} s "
