@@ -28,6 +28,8 @@ from appliance.audit import apply_retention, record_event
 from appliance.config import ApplianceConfig
 from appliance.delivery.dispatcher import Dispatcher, start_dispatcher
 from appliance.delivery.tokens import load_token_key
+from appliance.domains.keys import DkimKeys
+from appliance.domains.service import poll_domains
 from appliance.inbound.readers import ReaderPool
 from appliance.inbound.reception import Reception
 from appliance.mail import ReadingLimits
@@ -81,6 +83,9 @@ class Runtime:
         """Parts a mode runs besides the runtime's (Stalwart), by name: ``/healthz`` reports each."""
         self.metric_sources: list[Callable[[], list[str]]] = []
         """Prometheus lines those parts add to ``/metrics``."""
+        self.dkim_keys: DkimKeys | None = None
+        """Where the domains' DKIM public keys are read (the mode's: Stalwart's own in stalwart mode);
+        None: the appliance's signing keys."""
 
     @property
     def db_path(self) -> Path:
@@ -187,8 +192,14 @@ class Runtime:
                           max_instances=1, coalesce=True)
         scheduler.add_job(self.expire_outbound, "interval", hours=1, id="outbound-expiry",
                           max_instances=1, coalesce=True)
+        scheduler.add_job(self.check_domains, "interval", seconds=self.config.domains.verify_interval,
+                          id="domain-checks", max_instances=1, coalesce=True)
         scheduler.start()
         self._scheduler = scheduler
+
+    async def check_domains(self) -> None:
+        """Check every mail domain's DNS records against its manifest and record the result (history)."""
+        await poll_domains(self.db, self.config, keys=self.dkim_keys)
 
     async def expire_outbound(self) -> None:
         """Remove blobs unused for 24 h and idempotency keys older than 24 h."""
