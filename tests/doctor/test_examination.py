@@ -157,3 +157,21 @@ def test_register_adds_the_doctor_command() -> None:
     args = doctor_parser().parse_args(
         ["doctor", "--config", "x.toml", "--port", "25", "--port", "2525", "--skip", "dmarc"])
     assert args.port == [25, 2525] and args.skip == ["dmarc"] and args.handler is doctor_cmd.run_doctor
+
+
+async def test_ports_are_also_tried_on_the_public_address(make_config: Callable[..., ApplianceConfig]) -> None:
+    listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    smtp = listener.sockets[0].getsockname()[1]
+    closed = free_port()
+    try:
+        config = make_config(mode="sandbox", smtp={"listen": f"127.0.0.1:{smtp}"},
+                             http={"listen": f"127.0.0.1:{closed}"}, domains={"public_address": "127.0.0.1"})
+        diagnosis = await examine(config, DoctorOptions(skip=frozenset(CHECKS) - {"ports"}))
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    lines = [(f.subject.split()[0], f.found.split(" (")[0], f.state) for f in diagnosis.findings]
+    assert lines == [(f"127.0.0.1:{smtp}", "listening", "ok"), (f"127.0.0.1:{closed}", "not listening", "fail"),
+                     (f"127.0.0.1:{smtp}", "reachable from outside", "ok"),
+                     (f"127.0.0.1:{closed}", "not reachable from outside", "fail")]
+    assert "firewall" in diagnosis.findings[3].advice
