@@ -310,3 +310,156 @@ def test_management_state_survives_a_restart(tmp_path: Path) -> None:
         assert accounts[0]["domainId"] == domain_id
         session = httpx.get(f"{process.base_url}/jmap/session", auth=("agent@example.org", "pw"))
         assert session.status_code == 200
+
+
+# -- mail JMAP and push
+
+MAIL_USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
+SUBMIT_USING = [*MAIL_USING, "urn:ietf:params:jmap:submission"]
+AGENT = ("agent@example.org", "pw")
+RAW = (b"From: Alice <alice@example.net>\r\nTo: agent@example.org\r\nSubject: =?utf-8?q?Caf=C3=A9?=\r\n"
+       b"X-Long: first\r\n second\r\nMessage-ID: <m1@example.net>\r\n\r\nHello.\r\n")
+
+
+def mail(process: StandinProcess, *calls: list[Any], using: list[str] = MAIL_USING, auth: Any = AGENT) -> list[Any]:
+    """A mail JMAP request as the agent."""
+    return call(process, *calls, using=using, auth=auth)
+
+
+def import_message(process: StandinProcess, account_id: str, raw: bytes = RAW, role: str = "inbox") -> str:
+    """Upload and Email/import ``raw`` into the mailbox with ``role``; the Email id."""
+    blob = httpx.post(f"{process.base_url}/jmap/upload/{account_id}/", content=raw, auth=AGENT,
+                      headers={"Content-Type": "message/rfc822"}).json()
+    assert blob["size"] == len(raw)
+    boxes = mail(process, ["Mailbox/get", {"ids": None}, "0"])[0][1]["list"]
+    box = next(b["id"] for b in boxes if b["role"] == role)
+    created = mail(process, ["Email/import", {"accountId": account_id, "emails": {
+        "m": {"blobId": blob["blobId"], "mailboxIds": {box: True}, "keywords": {}}}}, "0"])[0][1]["created"]
+    return str(created["m"]["id"])
+
+
+def test_well_known_jmap_redirects_to_a_session_under_the_public_url(tmp_path: Path) -> None:
+    with make_standin(tmp_path, configured=True, public_url="https://mail.example.org") as process:
+        _, account_id = provision(process)
+        redirect = httpx.get(f"{process.base_url}/.well-known/jmap", auth=AGENT)
+        assert redirect.status_code == 307 and redirect.headers["location"] == "/jmap/session"
+        session = httpx.get(f"{process.base_url}/.well-known/jmap", auth=AGENT, follow_redirects=True).json()
+        assert session["apiUrl"] == "https://mail.example.org/jmap/"
+        assert session["uploadUrl"] == "https://mail.example.org/jmap/upload/{accountId}/"
+        assert session["eventSourceUrl"] == (
+            "https://mail.example.org/jmap/eventsource/?types={types}&closeafter={closeafter}&ping={ping}")
+        assert session["primaryAccounts"]["urn:ietf:params:jmap:mail"] == account_id
+
+
+def test_account_has_inbox_drafts_and_sent(standin: StandinProcess) -> None:
+    provision(standin)
+    boxes = mail(standin, ["Mailbox/get", {"ids": None}, "0"])[0][1]["list"]
+    assert sorted(b["role"] for b in boxes) == ["drafts", "inbox", "sent"]
+
+
+def test_imported_email_reads_back_with_header_forms_and_downloads(standin: StandinProcess) -> None:
+    _, account_id = provision(standin)
+    email_id = import_message(standin, account_id)
+    got = mail(standin, ["Email/get", {"ids": [email_id], "properties": [
+        "id", "blobId", "size", "from", "to", "subject", "messageId", "headers", "header:X-Long:asText",
+        "header:Subject:asText:all", "receivedAt"]}, "0"])[0][1]["list"][0]
+    assert got["from"] == [{"name": "Alice", "email": "alice@example.net"}]
+    assert got["subject"] == "Café" and got["header:Subject:asText:all"] == ["Café"]
+    assert got["header:X-Long:asText"] == "first second"
+    assert got["messageId"] == ["m1@example.net"] and got["size"] == len(RAW)
+    assert {"name": "X-Long", "value": " first\r\n second"} in got["headers"]
+    download = httpx.get(f"{standin.base_url}/jmap/download/{account_id}/{got['blobId']}/m.eml?accept=message/rfc822",
+                         auth=AGENT)
+    assert download.content == RAW
+
+
+def test_email_query_filters_by_mailbox_and_sorts_by_received_at(standin: StandinProcess) -> None:
+    _, account_id = provision(standin)
+    first = import_message(standin, account_id)
+    second = import_message(standin, account_id, RAW.replace(b"Hello", b"Again"))
+    import_message(standin, account_id, RAW.replace(b"Hello", b"Sent"), role="sent")
+    inbox = next(b["id"] for b in mail(standin, ["Mailbox/get", {"ids": None}, "0"])[0][1]["list"]
+                 if b["role"] == "inbox")
+    query = mail(standin, ["Email/query", {"filter": {"inMailbox": inbox},
+                                           "sort": [{"property": "receivedAt", "isAscending": False}]}, "0"])
+    assert query[0][1]["ids"] == [second, first] and query[0][1]["total"] == 2
+    limited = mail(standin, ["Email/query", {"filter": {"inMailbox": inbox}, "position": 1, "limit": 1}, "0"])
+    assert limited[0][1]["ids"] == [second]
+
+
+def test_email_changes_report_created_updated_destroyed(standin: StandinProcess) -> None:
+    _, account_id = provision(standin)
+    since = mail(standin, ["Email/get", {"ids": []}, "0"])[0][1]["state"]
+    first = import_message(standin, account_id)
+    second = import_message(standin, account_id, RAW.replace(b"Hello", b"Again"))
+    changes = mail(standin, ["Email/changes", {"sinceState": since}, "0"])[0][1]
+    assert changes["created"] == [first, second] and not changes["hasMoreChanges"]
+    paged = mail(standin, ["Email/changes", {"sinceState": since, "maxChanges": 1}, "0"])[0][1]
+    assert paged["created"] == [first] and paged["hasMoreChanges"]
+    middle = changes["newState"]
+    mail(standin, ["Email/set", {"update": {first: {"keywords/$seen": True}}, "destroy": [second]}, "0"])
+    later = mail(standin, ["Email/changes", {"sinceState": middle}, "0"])[0][1]
+    assert later["updated"] == [first] and later["destroyed"] == [second]
+
+
+def test_forget_changes_makes_earlier_states_incalculable(standin: StandinProcess) -> None:
+    _, account_id = provision(standin)
+    since = mail(standin, ["Email/get", {"ids": []}, "0"])[0][1]["state"]
+    import_message(standin, account_id)
+    httpx.post(f"{standin.base_url}/_standin/forget-changes")
+    answer = mail(standin, ["Email/changes", {"sinceState": since}, "0"])[0]
+    assert answer[0] == "error" and answer[1]["type"] == "cannotCalculateChanges"
+
+
+def test_mail_methods_without_the_mail_capability_are_unknown(standin: StandinProcess) -> None:
+    provision(standin)
+    answer = mail(standin, ["Mailbox/get", {"ids": None}, "0"], using=["urn:ietf:params:jmap:core"])[0]
+    assert answer[0] == "error" and answer[1]["type"] == "unknownMethod"
+    assert any("Mailbox/get" in v for v in control(standin, "violations"))
+
+
+def read_events(response: httpx.Response, count: int) -> list[tuple[str, dict[str, Any]]]:
+    """The first ``count`` server-sent events of a stream."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    kind = ""
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            kind = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            events.append((kind, json.loads(line.removeprefix("data: "))))
+            if len(events) == count:
+                break
+    return events
+
+
+def test_eventsource_pushes_a_state_change_for_a_new_email(standin: StandinProcess) -> None:
+    import threading
+
+    _, account_id = provision(standin)
+    url = f"{standin.base_url}/jmap/eventsource/?types=Email,Mailbox&closeafter=state&ping=0"
+    with httpx.stream("GET", url, auth=AGENT, timeout=10) as response:
+        assert response.headers["content-type"] == "text/event-stream"
+        threading.Thread(target=import_message, args=(standin, account_id)).start()
+        [(kind, change)] = read_events(response, 1)
+    assert kind == "state" and change["@type"] == "StateChange"
+    state = mail(standin, ["Email/get", {"ids": []}, "0"])[0][1]["state"]
+    assert set(change["changed"][account_id]) == {"Email", "Mailbox"}
+    assert int(change["changed"][account_id]["Email"]) <= int(state)
+
+
+def test_eventsource_pings_at_the_asked_interval(standin: StandinProcess) -> None:
+    provision(standin)
+    url = f"{standin.base_url}/jmap/eventsource/?types=*&closeafter=no&ping=1"
+    with httpx.stream("GET", url, auth=AGENT, timeout=10) as response:
+        assert read_events(response, 1) == [("ping", {"interval": 1})]
+
+
+def test_mail_survives_a_restart(tmp_path: Path) -> None:
+    process = make_standin(tmp_path, configured=True)
+    with process:
+        _, account_id = provision(process)
+        email_id = import_message(process, account_id)
+        state = mail(process, ["Email/get", {"ids": []}, "0"])[0][1]["state"]
+    with process:
+        got = mail(process, ["Email/get", {"ids": [email_id], "properties": ["subject"]}, "0"])[0][1]
+        assert got["list"] == [{"id": email_id, "subject": "Café"}] and got["state"] == state
