@@ -11,13 +11,15 @@ from typing import Annotated
 import duckdb
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.di import NamedDependency
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from appliance.api.auth import admin_guard
 from appliance.config import ApplianceConfig
 from appliance.domains import service
+from appliance.domains.keys import DkimKeys
 from appliance.domains.manifest import DnsManifest
 from appliance.domains.mta_sts import policy_text
 from appliance.domains.render import FORMATS, Format, render
@@ -62,9 +64,17 @@ async def _existing(db: Database, name: str) -> str:
     return domain
 
 
+def _domain_keys(state: State, config: NamedDependency[ApplianceConfig]) -> DkimKeys:
+    """The mode's source of DKIM public keys (``Runtime.dkim_keys``: Stalwart's own in stalwart mode), else the
+    appliance's signing keys: the same the scheduled check reads."""
+    chosen: DkimKeys | None = getattr(state.get("runtime"), "dkim_keys", None)
+    return chosen if chosen is not None else service.dkim_keys(config)
+
+
 class DomainController(Controller):
     path = "/api/v1/domains"
     guards = [admin_guard]  # noqa: RUF012 - Litestar reads it as a class attribute
+    dependencies = {"domain_keys": Provide(_domain_keys, sync_to_thread=False)}  # noqa: RUF012 - as guards
 
     @post("/", status_code=201)
     async def add(self, db: NamedDependency[Database], config: NamedDependency[ApplianceConfig],
@@ -96,12 +106,13 @@ class DomainController(Controller):
 
     @get("/{domain:str}/manifest")
     async def manifest(self, db: NamedDependency[Database], config: NamedDependency[ApplianceConfig],
-                       domain: FromPath[str], format: FromQuery[str] = "json") -> Response[bytes] | DnsManifest:
+                       domain_keys: NamedDependency[DkimKeys], domain: FromPath[str],
+                       format: FromQuery[str] = "json") -> Response[bytes] | DnsManifest:
         """The records to publish: ``format=json`` (default), ``bind`` (a zone snippet) or ``table``."""
         if format not in FORMATS:
             raise ClientException(f"format: expected one of {', '.join(FORMATS)}, got {format!r}")
         name = await _existing(db, domain)
-        expected = await service.domain_manifest(config, service.dkim_keys(config), name)
+        expected = await service.domain_manifest(config, domain_keys, name)
         if format == "json":
             return expected
         form: Format = "bind" if format == "bind" else "table"
@@ -109,9 +120,9 @@ class DomainController(Controller):
 
     @post("/{domain:str}/verify", status_code=200)
     async def verify(self, db: NamedDependency[Database], config: NamedDependency[ApplianceConfig],
-                     domain: FromPath[str]) -> DomainCheck:
+                     domain_keys: NamedDependency[DkimKeys], domain: FromPath[str]) -> DomainCheck:
         """Check the domain's records now; the result is recorded in its history and returned."""
-        return await service.check_now(db, config, await _existing(db, domain))
+        return await service.check_now(db, config, await _existing(db, domain), keys=domain_keys)
 
     @get("/{domain:str}/checks")
     async def checks(self, db: NamedDependency[Database], domain: FromPath[str],

@@ -14,7 +14,7 @@ __all__ = ["DkimKeys", "DkimPublicKey", "LocalDkimKeys"]
 
 import asyncio
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from appliance.mailauth.keys import KeyOutcome, PublicKey, ensure_signing_keys, load_signing_keys, public_key
 
@@ -22,6 +22,7 @@ DkimPublicKey = PublicKey
 """One selector's public key: ``selector``, ``kind`` (``rsa``/``ed25519``, the ``k=``) and ``p`` (base64)."""
 
 
+@runtime_checkable  # Litestar checks what a dependency provides against its declared type
 class DkimKeys(Protocol):
     """Where a domain's DKIM public keys are found."""
 

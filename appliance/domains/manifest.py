@@ -139,6 +139,8 @@ def manifest(domain: str, facts: ManifestFacts) -> DnsManifest:
                           target=mx, note="set at your VPS provider (reverse DNS), not in the domain's zone")
                 for a in facts.public_addresses)
     notes = []
+    if "." not in mx:
+        notes.append(f"the MX host {mx!r} is not a public host name: set hostname to the server's name in DNS")
     if not facts.public_addresses:
         notes.append("no public address known ([domains] public_address): SPF uses the MX host, mta-sts is a "
                      "CNAME, and the PTR of the server's address cannot be given or checked")

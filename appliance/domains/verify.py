@@ -145,7 +145,8 @@ def _check_spf(expected: DnsRecord, values: tuple[str, ...]) -> tuple[CheckState
 
 def _check_dkim(expected: DnsRecord, values: tuple[str, ...]) -> tuple[CheckState, str]:
     want = _tags(expected.value)
-    records = [_tags(v) for v in values if "p" in _tags(v) and _tags(v).get("v", "DKIM1") == "DKIM1"]
+    parsed = [_tags(v) for v in values]
+    records = [tags for tags in parsed if "p" in tags and tags.get("v", "DKIM1") == "DKIM1"]
     if not records:
         return ("wrong" if values else "missing"), f"publish TXT {expected.name} \"{expected.value}\""
     if len(records) > 1:

@@ -10,6 +10,7 @@ from litestar.testing import AsyncTestClient
 
 from appliance.app import create_app
 from appliance.config import ApplianceConfig
+from appliance.domains.keys import DkimPublicKey
 from appliance.domains.mta_sts import MAX_AGE
 from tests.dnsserver import DnsTestServer, Record
 from tests.domains.conftest import ADDRESS, DOMAIN, MX
@@ -96,3 +97,17 @@ async def test_mta_sts_policy_by_host(client: AsyncTestClient) -> None:  # type:
     assert served.text == f"version: STSv1\r\nmode: enforce\r\nmx: {MX}\r\nmax_age: {MAX_AGE}\r\n"
     assert (await client.get("/.well-known/mta-sts.txt", headers={"Host": "mta-sts.other.test"})).status_code == 404
     assert (await client.get("/.well-known/mta-sts.txt", headers={"Host": DOMAIN})).status_code == 404
+
+
+class StalwartLikeKeys:
+    """A ``DkimKeys`` other than the appliance's own, as the mode may set on the runtime."""
+
+    async def public_keys(self, domain: str) -> list[DkimPublicKey]:
+        return [DkimPublicKey(selector="202612e", kind="ed25519", p="MCowBQYDK2VwAyEA")]
+
+
+async def test_the_manifest_publishes_the_keys_the_mode_names(client: AsyncTestClient) -> None:  # type: ignore[type-arg]
+    await client.post("/api/v1/domains", json={"domain": DOMAIN}, headers=ADMIN)
+    client.app.state.runtime.dkim_keys = StalwartLikeKeys()
+    records = (await client.get(f"/api/v1/domains/{DOMAIN}/manifest", headers=ADMIN)).json()["records"]
+    assert [r["name"] for r in records if r["purpose"] == "dkim"] == [f"202612e._domainkey.{DOMAIN}"]

@@ -62,3 +62,9 @@ def test_an_mx_host_in_another_zone_is_said_so(dkim_keys: tuple[DkimPublicKey, .
     m = manifest(DOMAIN, facts(dkim_keys, mx="mail.provider.example"))
     address = next(r for r in m.records if r.purpose == "mx-address")
     assert address.name == "mail.provider.example" and "zone of mail.provider.example" in address.note
+
+
+def test_a_host_name_that_is_not_public_is_said_so(dkim_keys: tuple[DkimPublicKey, ...]) -> None:
+    m = manifest(DOMAIN, facts(dkim_keys, mx="localhost"))
+    assert any("'localhost' is not a public host name" in note for note in m.notes)
+    assert not any("public host name" in note for note in manifest(DOMAIN, facts(dkim_keys)).notes)
