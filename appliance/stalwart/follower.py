@@ -9,9 +9,11 @@ message's ``X-Appliance-Decision`` header and releases that decision's job
 to the dispatcher. The new state is saved in the same transaction as the
 releases, so after a restart it resumes where it was: a job is released at
 most once (only ``awaiting`` jobs move), and none is missed. When Stalwart
-cannot calculate changes from the saved state (``cannotCalculateChanges``),
-a bounded ``Email/query`` since the last seen date (less a margin) finds them
-instead; releasing twice is impossible, so the overlap costs nothing.
+cannot calculate changes from the saved state (``cannotCalculateChanges``), or
+there is none yet, a bounded ``Email/query`` since the oldest job still
+awaiting (less a margin) finds them instead: those are the only messages it
+must find, and with none awaiting there is nothing to look for. Releasing twice
+is impossible, so the overlap costs nothing.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ QUERY_PAGE = 500
 QUERY_PAGES = 20
 """The fallback reads at most this many pages of ``QUERY_PAGE`` messages (then resumes on the next push)."""
 MARGIN = timedelta(minutes=5)
-"""How far before the last seen ``receivedAt`` the fallback looks: clocks and second granularity."""
+"""How far before the oldest awaiting job the fallback looks: Stalwart's clock, and its second granularity."""
 AWAITING_TTL = timedelta(days=1)
 """An awaiting job whose message Stalwart has not shown in this long is discarded (and logged)."""
 
@@ -133,9 +135,10 @@ class AccountFollower:
                 except JmapCallError as exc:
                     if exc.kind != "cannotCalculateChanges":
                         raise
+                    since = await self.db.read(lambda con: oldest_awaiting(con, self.agent))
                     log.warning("stalwart follower %s: cannot calculate changes from state %s; "
-                                "querying since %s", self.agent, state, last)
-                    fell = await self._fallback(account_id, last, last)
+                                "querying since %s", self.agent, state, since)
+                    fell = await self._fallback(account_id, since, last)
                     return msgspec.structs.replace(fell, released=fell.released + released, seen=fell.seen + seen)
                 created = [str(i) for i in changes.get("created") or []]
                 emails = await self._emails(created)
