@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from appliance.cli import audit as audit_cmd
 from appliance.cli import deliveries as deliveries_cmd
 from appliance.cli import dkim as dkim_cmd
+from appliance.cli import doctor as doctor_cmd
 from appliance.cli import domains as domains_cmd
 from appliance.cli import outbox as outbox_cmd
 from appliance.cli import policy as policy_cmd
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     dkim_cmd.register(groups)
     domains_cmd.register(groups)
     outbox_cmd.register(groups)
+    doctor_cmd.register(groups)
     return parser
 
 

@@ -24,7 +24,8 @@ class SandboxMode(Mode):
 
     async def start_intake(self) -> None:
         config = self.runtime.config
-        self.smtp_server = await start_smtp_server(config.smtp, self.runtime.reception, hostname=config.hostname)
+        self.smtp_server = await start_smtp_server(config.smtp, self.runtime.reception, hostname=config.hostname,
+                                                   reports=config)  # the DMARC report address too
 
     async def stop_intake(self) -> None:
         if self.smtp_server is not None:

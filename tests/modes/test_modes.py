@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
+import aiosmtplib
 import pytest
 from litestar.testing import AsyncTestClient
 
@@ -14,6 +15,7 @@ from appliance.modes.mode import Mode
 from appliance.modes.sandbox import SandboxMode
 from appliance.modes.stalwart import StalwartMode
 from tests.delivery.receiver import free_port
+from tests.reports.samples import google, gzipped, report_message
 
 HOOK_BODY = b'{"context": {}, "envelope": {}, "message": {}}'
 
@@ -64,3 +66,18 @@ async def test_handlers_get_their_parts_by_injection_and_a_stopped_part_is_a_503
             assert answer.status_code == 503 and "dispatcher" in answer.text
         finally:
             runtime.dispatcher = dispatcher
+
+
+async def test_sandbox_mode_takes_dmarc_reports_at_the_report_address(
+        make_config: Callable[..., ApplianceConfig]) -> None:
+    port = free_port()
+    config = make_config(mode="sandbox", smtp={"listen": f"127.0.0.1:{port}"})
+    raw = report_message(gzipped(google().encode()), "application/gzip").replace(b"\n", b"\r\n")
+    app = create_app(config)
+    async with AsyncTestClient(app=app):
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as smtp:
+            _, reply = await smtp.sendmail("noreply-dmarc-support@google.com", ["dmarc-reports@example.test"], raw)
+        assert "Report kept" in reply
+        runtime = app.state.runtime
+        kept = await runtime.db.read(lambda con: con.execute("SELECT org_name FROM dmarc_reports").fetchall())
+        assert kept == [("google.com",)]
