@@ -97,6 +97,9 @@ async def test_mta_sts_policy_by_host(client: AsyncTestClient) -> None:  # type:
     assert served.text == f"version: STSv1\r\nmode: enforce\r\nmx: {MX}\r\nmax_age: {MAX_AGE}\r\n"
     assert (await client.get("/.well-known/mta-sts.txt", headers={"Host": "mta-sts.other.test"})).status_code == 404
     assert (await client.get("/.well-known/mta-sts.txt", headers={"Host": DOMAIN})).status_code == 404
+    same = await client.get("/.well-known/mta-sts.txt", headers={"Host": f"MTA-STS.{DOMAIN.upper()}."})
+    assert same.status_code == 200 and same.text == served.text
+    assert (await client.get("/.well-known/mta-sts.txt", headers={"Host": "[::1]:443"})).status_code == 404
 
 
 class StalwartLikeKeys:

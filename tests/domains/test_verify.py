@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from appliance.domains.manifest import DnsManifest, DnsRecord
+from appliance.domains.keys import DkimPublicKey
+from appliance.domains.manifest import DnsManifest, DnsRecord, manifest
 from appliance.domains.verify import Answer, check_domain, check_ptr, check_record, questions, verify_domain
 from appliance.mailauth.dns import DnsResolver
 from tests.dnsserver import DnsTestServer, Record
-from tests.domains.conftest import ADDRESS, DOMAIN, MX
+from tests.domains.conftest import ADDRESS, DOMAIN, MX, facts
 
 NOW = datetime(2026, 12, 3, 9, 0, 0)
 
@@ -159,3 +160,16 @@ async def test_a_name_that_does_not_answer_is_unknown(dns_server: DnsTestServer,
     check = await verify_domain(expected, DnsResolver([dns_server.address], timeout=0.3), now=NOW)
     dmarc = next(r for r in check.records if r.name == f"_dmarc.{DOMAIN}")
     assert dmarc.state == "unknown" and dmarc.found == ()
+
+
+async def test_without_an_address_the_cname_and_spf_mx_are_checked(dns_server: DnsTestServer,
+                                                                  dkim_keys: tuple[DkimPublicKey, ...]) -> None:
+    expected = manifest(DOMAIN, facts(dkim_keys, addresses=()))
+    publish(dns_server, expected)
+    resolver = DnsResolver([dns_server.address], timeout=0.5)
+    assert (await verify_domain(expected, resolver, now=NOW)).ok
+    dns_server.remove(f"mta-sts.{DOMAIN}")
+    dns_server.add(Record(f"mta-sts.{DOMAIN}", "CNAME", "elsewhere.example"))
+    check = await verify_domain(expected, DnsResolver([dns_server.address], timeout=0.5), now=NOW)
+    cname = next(r for r in check.records if r.name == f"mta-sts.{DOMAIN}")
+    assert cname.state == "wrong" and cname.found == ("elsewhere.example",) and MX in cname.advice
