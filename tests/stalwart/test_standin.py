@@ -463,3 +463,314 @@ def test_mail_survives_a_restart(tmp_path: Path) -> None:
     with process:
         got = mail(process, ["Email/get", {"ids": [email_id], "properties": ["subject"]}, "0"])[0][1]
         assert got["list"] == [{"id": email_id, "subject": "Café"}] and got["state"] == state
+
+
+# -- SMTP, MTA hooks, submission
+
+
+class HookReceiver:
+    """A real HTTP hook endpoint on loopback: records each request, answers with ``answer(body)``."""
+
+    def __init__(self, answer: Any) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                receiver.requests.append((dict(self.headers), body))
+                status, reply = answer(body)
+                data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receivers() -> Iterator[list[HookReceiver]]:
+    """Hook receivers made by a test, closed after it."""
+    made: list[HookReceiver] = []
+    yield made
+    for receiver in made:
+        receiver.close()
+
+
+def add_hook(process: StandinProcess, receivers: list[HookReceiver], answer: Any, **fields: Any) -> HookReceiver:
+    """A hook receiver registered as an x:MtaHook at rcpt and data (fields override the shape)."""
+    receiver = HookReceiver(answer)
+    receivers.append(receiver)
+    created = create(process, "MtaHook", {**HOOK, "url": receiver.url, **fields})
+    assert created["created"], created
+    return receiver
+
+
+def accept_with_header(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    if body["context"]["stage"] == "data":
+        return 200, {"action": "accept", "modifications": [
+            {"type": "addHeader", "name": "X-Appliance-Decision", "value": "d-1"}]}
+    return 200, {"action": "accept"}
+
+
+MESSAGE = (b"From: Alice <alice@example.net>\r\nTo: agent@example.org\r\nSubject: Lunch\r\n"
+           b"X-Folded: one\r\n\ttwo\r\n\r\n.leading dot\r\nSee you.\r\n")
+
+
+def send(process: StandinProcess, sender: str, rcpts: list[str], raw: bytes = MESSAGE) -> dict[str, Any]:
+    """Send over SMTP; smtplib's refused-recipient map."""
+    import smtplib
+
+    with smtplib.SMTP("127.0.0.1", process.smtp_port, local_hostname="mail.example.net", timeout=10) as smtp:
+        return dict(smtp.sendmail(sender, rcpts, raw))
+
+
+def inbox_raw(process: StandinProcess, account_id: str, auth: Any = AGENT) -> list[bytes]:
+    """Raw bytes of every Email in the account."""
+    got = mail(process, ["Email/get", {"ids": None, "properties": ["blobId"]}, "0"], auth=auth)[0][1]["list"]
+    return [httpx.get(f"{process.base_url}/jmap/download/{account_id}/{e['blobId']}/m", auth=auth).content
+            for e in got]
+
+
+def test_smtp_message_passes_the_hook_in_stalwarts_format_and_gets_its_header(
+        standin: StandinProcess, receivers: list[HookReceiver]) -> None:
+    _, account_id = provision(standin)
+    receiver = add_hook(standin, receivers, accept_with_header)
+    assert send(standin, "Alice@Example.net", ["agent@example.org"]) == {}
+    stages = [body["context"]["stage"] for _, body in receiver.requests]
+    assert stages == ["rcpt", "data"]
+    headers, data = receiver.requests[1]
+    assert headers["Authorization"] == "Bearer hook-secret" and headers["X-Test"] == "1"
+    assert data["envelope"] == {"from": {"address": "alice@example.net"}, "to": [{"address": "agent@example.org"}]}
+    context = data["context"]
+    assert context["client"] == {"ip": "127.0.0.1", "port": context["client"]["port"], "ptr": None,
+                                 "helo": "mail.example.net", "activeConnections": 1}
+    assert context["server"]["name"] == "Stalwart v0.16.18" and context["protocol"] == {"version": 1}
+    assert int(context["queue"]["id"], 16) >= 0 and "queue" not in receiver.requests[0][1]["context"]
+    assert ["X-Folded", " one\r\n\ttwo\r\n"] in data["message"]["headers"]
+    assert data["message"]["contents"] == "leading dot\r\nSee you.\r\n".replace("leading", ".leading")
+    rebuilt = "".join(f"{n}:{v}" for n, v in data["message"]["headers"]) + "\r\n" + data["message"]["contents"]
+    assert rebuilt.encode() == MESSAGE and data["message"]["size"] == len(MESSAGE)
+    [stored] = inbox_raw(standin, account_id)
+    assert b"X-Appliance-Decision: d-1\r\n" in stored and stored.endswith(MESSAGE.split(b"\r\n", 1)[1])
+    assert [call["response"]["action"] for call in control(standin, "hook-calls")] == ["accept", "accept"]
+
+
+def test_hook_reject_with_a_response_is_the_smtp_reply(standin: StandinProcess,
+                                                       receivers: list[HookReceiver]) -> None:
+    import smtplib
+
+    provision(standin)
+    add_hook(standin, receivers, lambda body: (200, {"action": "reject", "response": {
+        "status": 550, "enhanced_status": "5.7.1", "message": "Sender not allowed", "disconnect": False}}))
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        send(standin, "alice@example.net", ["agent@example.org"])
+    assert refused.value.recipients["agent@example.org"] == (550, b"5.7.1 Sender not allowed")
+
+
+def test_hook_reject_without_a_response_is_503_5_5_3(standin: StandinProcess,
+                                                     receivers: list[HookReceiver]) -> None:
+    import smtplib
+
+    provision(standin)
+    add_hook(standin, receivers, lambda body: (200, {"action": "reject"}), stages={"data": True})
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(standin, "alice@example.net", ["agent@example.org"])
+    assert refused.value.smtp_code == 503 and refused.value.smtp_error.startswith(b"5.5.3")
+
+
+@pytest.mark.parametrize("answer", [(500, {"action": "accept"}), (200, b"not json"), (200, {"action": "maybe"}),
+                                    (200, {"action": "accept", "modifications": [
+                                        {"type": "changeFrom", "value": "x@example.net", "parameters": {"n": 1}}]})])
+def test_hook_errors_tempfail_with_451_4_3_5(standin: StandinProcess, receivers: list[HookReceiver],
+                                             answer: Any) -> None:
+    import smtplib
+
+    provision(standin)
+    add_hook(standin, receivers, lambda body: answer, stages={"data": True})
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(standin, "alice@example.net", ["agent@example.org"])
+    assert (refused.value.smtp_code, refused.value.smtp_error[:5]) == (451, b"4.3.5")
+
+
+def test_hook_error_without_temp_fail_is_skipped(standin: StandinProcess, receivers: list[HookReceiver]) -> None:
+    _, account_id = provision(standin)
+    add_hook(standin, receivers, lambda body: (500, {}), stages={"data": True}, tempFailOnError=False)
+    assert send(standin, "alice@example.net", ["agent@example.org"]) == {}
+    assert len(inbox_raw(standin, account_id)) == 1
+
+
+def test_discard_drops_and_quarantine_marks(standin: StandinProcess, receivers: list[HookReceiver]) -> None:
+    _, account_id = provision(standin)
+    actions = iter(["discard", "quarantine"])
+    add_hook(standin, receivers, lambda body: (200, {"action": next(actions)}), stages={"data": True})
+    assert send(standin, "alice@example.net", ["agent@example.org"]) == {}
+    assert inbox_raw(standin, account_id) == []
+    send(standin, "alice@example.net", ["agent@example.org"])
+    [stored] = inbox_raw(standin, account_id)
+    assert b"\r\nX-Quarantine: true\r\n" in stored
+
+
+def test_unknown_local_mailbox_is_refused_after_the_rcpt_hook(standin: StandinProcess,
+                                                              receivers: list[HookReceiver]) -> None:
+    import smtplib
+
+    provision(standin)
+    receiver = add_hook(standin, receivers, lambda body: (200, {"action": "accept"}))
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        send(standin, "alice@example.net", ["nobody@example.org"])
+    assert refused.value.recipients["nobody@example.org"][0] == 550
+    assert receiver.requests[0][1]["envelope"]["to"] == [{"address": "nobody@example.org"}]
+
+
+def test_modifications_rewrite_headers_envelope_and_body(standin: StandinProcess,
+                                                         receivers: list[HookReceiver]) -> None:
+    _, account_id = provision(standin)
+    provision(standin, "other@example.org", "pw2")
+    add_hook(standin, receivers, lambda body: (200, {"action": "accept", "modifications": [
+        {"type": "changeHeader", "index": 1, "name": "Subject", "value": "Changed"},
+        {"type": "deleteHeader", "index": 1, "name": "X-Folded"},
+        {"type": "insertHeader", "index": 0, "name": "X-First", "value": "1"},
+        {"type": "addRecipient", "value": "other@example.org", "parameters": {"NOTIFY": None}},
+        {"type": "deleteRecipient", "value": "agent@example.org"},
+        {"type": "replaceContents", "value": "New body.\r\n"}]}), stages={"data": True})
+    send(standin, "alice@example.net", ["agent@example.org"])
+    assert inbox_raw(standin, account_id) == []
+    other_account = call(standin, ["x:Account/query", {"filter": {"name": "other@example.org"}}, "0"])[0][1]["ids"][0]
+    [stored] = inbox_raw(standin, other_account, auth=("other@example.org", "pw2"))
+    assert b"Subject: Changed\r\n" in stored and b"X-Folded" not in stored
+    assert stored.endswith(b"\r\n\r\nNew body.\r\n") and b"X-First: 1\r\nFrom:" in stored
+
+
+def test_remote_recipients_go_to_the_outbox_and_the_relay(tmp_path: Path) -> None:
+    import smtplib
+    import threading
+    import time
+
+    relayed: list[bytes] = []
+    relay_port = free_port()
+    ready = threading.Event()
+
+    def relay_server() -> None:  # the smallest SMTP receiver that smtplib accepts
+        import socket
+
+        with socket.create_server(("127.0.0.1", relay_port)) as server:
+            ready.set()
+            connection, _ = server.accept()
+            with connection, connection.makefile("rb") as reader:
+                connection.sendall(b"220 relay\r\n")
+                data = False
+                lines: list[bytes] = []
+                for line in reader:
+                    if data:
+                        if line == b".\r\n":
+                            relayed.append(b"".join(lines))
+                            data = False
+                            connection.sendall(b"250 ok\r\n")
+                        else:
+                            lines.append(line)
+                    elif line.upper().startswith(b"DATA"):
+                        data = True
+                        connection.sendall(b"354 go\r\n")
+                    elif line.upper().startswith(b"QUIT"):
+                        connection.sendall(b"221 bye\r\n")
+                        return
+                    else:
+                        connection.sendall(b"250 ok\r\n")
+
+    threading.Thread(target=relay_server, daemon=True).start()
+    ready.wait(5)
+    with make_standin(tmp_path, configured=True, relay=f"127.0.0.1:{relay_port}") as process:
+        provision(process)
+        with smtplib.SMTP("127.0.0.1", process.smtp_port, timeout=10) as smtp:
+            smtp.sendmail("agent@example.org", ["bob@remote.example"], MESSAGE)
+        [sent] = control(process, "outbox")
+        assert sent["from"] == "agent@example.org" and sent["to"] == ["bob@remote.example"]
+        assert sent["raw"].startswith("Received: ") and sent["raw"].endswith("See you.\r\n")
+        for _ in range(100):
+            if relayed:
+                break
+            time.sleep(0.05)
+        assert relayed and relayed[0].endswith(b"See you.\r\n")
+
+
+def submit(process: StandinProcess, account_id: str, raw: bytes, envelope: dict[str, Any] | None = None,
+           ) -> list[Any]:
+    """Import ``raw`` into Drafts and submit it, moving it to Sent on success."""
+    email_id = import_message(process, account_id, raw, role="drafts")
+    boxes = mail(process, ["Mailbox/get", {"ids": None}, "0"])[0][1]["list"]
+    sent = next(b["id"] for b in boxes if b["role"] == "sent")
+    item: dict[str, Any] = {"identityId": mail(process, ["Identity/get", {}, "0"], using=SUBMIT_USING)[0][1][
+        "list"][0]["id"], "emailId": email_id}
+    if envelope is not None:
+        item["envelope"] = envelope
+    return mail(process, ["EmailSubmission/set", {"create": {"s": item}, "onSuccessUpdateEmail": {
+        "#s": {f"mailboxIds/{sent}": True, "keywords/$draft": None}}}, "0"], using=SUBMIT_USING)
+
+
+OUTGOING = b"From: agent@example.org\r\nTo: bob@remote.example\r\nCc: other@example.org\r\nSubject: Hi\r\n\r\nHi.\r\n"
+
+
+def test_submission_runs_the_hooks_as_a_local_authenticated_session(standin: StandinProcess,
+                                                                    receivers: list[HookReceiver]) -> None:
+    _, account_id = provision(standin)
+    provision(standin, "other@example.org", "pw2")
+    receiver = add_hook(standin, receivers, accept_with_header)
+    responses = submit(standin, account_id, OUTGOING)
+    assert responses[0][0] == "EmailSubmission/set" and "s" in responses[0][1]["created"], responses
+    assert responses[1][0] == "Email/set" and responses[1][1]["updated"]
+    stages = [(body["context"]["stage"], [t["address"] for t in body["envelope"]["to"]])
+              for _, body in receiver.requests]
+    assert stages == [("rcpt", ["bob@remote.example"]), ("rcpt", ["bob@remote.example", "other@example.org"]),
+                      ("data", ["bob@remote.example", "other@example.org"])]
+    context = receiver.requests[-1][1]["context"]
+    assert context["client"] == {"ip": "127.0.0.1", "port": 0, "ptr": None, "helo": "localhost",
+                                 "activeConnections": 1}
+    assert context["sasl"] == {"login": "agent@example.org"}
+    [outgoing] = control(standin, "outbox")
+    assert outgoing["to"] == ["bob@remote.example"] and "X-Appliance-Decision: d-1" in outgoing["raw"]
+
+
+def test_submission_refused_by_the_hook_is_forbidden_to_send(standin: StandinProcess,
+                                                             receivers: list[HookReceiver]) -> None:
+    _, account_id = provision(standin)
+    add_hook(standin, receivers, lambda body: (200, {"action": "reject", "response": {
+        "status": 550, "enhanced_status": "5.7.1", "message": "not approved by the outbox"}}), stages={"data": True})
+    responses = submit(standin, account_id, OUTGOING, {"mailFrom": {"email": "agent@example.org"},
+                                                       "rcptTo": [{"email": "bob@remote.example"}]})
+    assert responses[0][1]["notCreated"]["s"] == {"type": "forbiddenToSend",
+                                                  "description": "not approved by the outbox"}
+    assert control(standin, "outbox") == []
+
+
+def test_submission_hook_error_is_server_fail(standin: StandinProcess, receivers: list[HookReceiver]) -> None:
+    _, account_id = provision(standin)
+    add_hook(standin, receivers, lambda body: (503, {}))
+    responses = submit(standin, account_id, OUTGOING)
+    assert responses[0][1]["notCreated"]["s"]["type"] == "serverFail"
+
+
+def test_hook_secret_from_an_environment_variable_is_sent(standin: StandinProcess,
+                                                          receivers: list[HookReceiver]) -> None:
+    provision(standin)
+    receiver = add_hook(standin, receivers, lambda body: (200, {"action": "accept"}), stages={"rcpt": True},
+                        httpAuth={"@type": "Basic", "username": "u", "secret": {
+                            "@type": "EnvironmentVariable", "variableName": "STALWART_RECOVERY_ADMIN"}})
+    send(standin, "alice@example.net", ["agent@example.org"])
+    import base64
+
+    assert receiver.requests[0][0]["Authorization"] == "Basic " + base64.b64encode(b"u:admin:secret").decode()
