@@ -47,11 +47,15 @@ class DockerBackend:
         self.environment = environment
         self._client = client
         self._container: Container | None = None
+        self._container_id: str | None = None
         self._logs: _LogFollower | None = None
 
     @property
     def container_id(self) -> str | None:
-        return self._container.id if self._container is not None else None
+        """The container last seen (kept after ``close``, for the state shown)."""
+        if self._container is not None:
+            self._container_id = self._container.id
+        return self._container_id
 
     # -- the protocol -------------------------------------------------------------------------------
 
@@ -65,9 +69,15 @@ class DockerBackend:
         return await asyncio.to_thread(self._stop, grace)
 
     async def close(self) -> None:
+        """Stop following the logs and close the connection to the engine (a later call opens it again)."""
         follower, self._logs = self._logs, None
         if follower is not None:
             await asyncio.to_thread(follower.close)
+        self._container_id = self.container_id
+        self._container = None
+        client, self._client = self._client, None
+        if client is not None:
+            await asyncio.to_thread(client.close)
 
     async def remove(self) -> None:
         """Remove the container (stopped first); its volumes stay."""
