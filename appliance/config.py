@@ -428,6 +428,8 @@ def environment_warnings(config: ApplianceConfig, environ: Mapping[str, str] | N
             warnings.append(f"stalwart: admin secret ${config.stalwart.admin_secret_env} is not set; "
                             f"JMAP with the admin token is answered 503")
         for agent in config.agents:
+            if config.stalwart.manage:
+                break  # the appliance makes each agent's account and its own API key for it
             if not agent.stalwart_secret_env or unset(agent.stalwart_secret_env):
                 warnings.append(f"agent {agent.address}: no Stalwart secret "
                                 f"(stalwart_secret_env {agent.stalwart_secret_env or 'unset'}); "

@@ -33,7 +33,7 @@ from appliance.domains.service import poll_domains
 from appliance.inbound.readers import ReaderPool
 from appliance.inbound.reception import Reception
 from appliance.mail import ReadingLimits
-from appliance.mailauth import DnsResolver, OfflineResolver
+from appliance.mailauth.dns import resolver_for
 from appliance.outbound.service import Outbox, appliance_secrets
 from appliance.outbound.worker import OutboundWorker, start_outbound
 from appliance.policy.book import PolicyBook, PolicyChange
@@ -109,8 +109,7 @@ class Runtime:
         await self.reader.start()
         self.reception = Reception(
             db=self.db, policies=self.policies, limits=limits,
-            resolver=OfflineResolver() if config.dns.offline
-            else DnsResolver(config.dns.nameservers, timeout=config.dns.timeout),
+            resolver=resolver_for(config.dns.nameservers, config.dns.timeout, offline=config.dns.offline),
             hostname=config.hostname, max_message_size=config.smtp.max_message_size,
             max_body_chars=config.delivery.max_body_chars, reader=self.reader, reading=reading,
         )

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from appliance.config import environment_warnings, load_config, parse_hostport, stalwart_mode_problems
@@ -144,7 +145,10 @@ def test_the_stalwart_section_and_the_agents_stalwart_secret(tmp_path: Path) -> 
     assert config.stalwart.jmap_url == "http://10.0.0.2:8080" and config.stalwart.admin_secret_env == "S_ADMIN"
     assert config.agents[0].stalwart_secret_env == "A_STALWART" and config.agents[1].stalwart_secret_env is None
     assert stalwart_mode_problems(config, "x") == []
-    assert environment_warnings(config, {"STALWART_HOOK_SECRET": "s", "S_ADMIN": "a", "A_STALWART": "p"}) == [
+    env = {"STALWART_HOOK_SECRET": "s", "S_ADMIN": "a", "A_STALWART": "p"}
+    assert environment_warnings(config, env) == []  # managed: the appliance makes b's account and key
+    unmanaged = msgspec.structs.replace(config, stalwart=msgspec.structs.replace(config.stalwart, manage=False))
+    assert environment_warnings(unmanaged, env) == [
         "agent b@example.test: no Stalwart secret (stalwart_secret_env unset); its JMAP calls are answered 503"]
 
 

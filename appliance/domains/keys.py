@@ -10,7 +10,7 @@ Stalwart signs the mail, another ``DkimKeys`` reads Stalwart's own keys
 
 from __future__ import annotations
 
-__all__ = ["DkimKeys", "DkimPublicKey", "LocalDkimKeys"]
+__all__ = ["DkimKeys", "DkimPublicKey", "LocalDkimKeys", "SigningDkimKeys"]
 
 import asyncio
 from pathlib import Path
@@ -47,3 +47,18 @@ class LocalDkimKeys:
     def ensure(self, domain: str) -> list[KeyOutcome]:
         """Make ``domain``'s missing keys (an RSA-2048 and an ed25519), keeping those that exist."""
         return ensure_signing_keys(self.data_dir, domain, self.stem)
+
+
+class SigningDkimKeys:
+    """The keys of everyone who signs a domain's mail (in stalwart mode: the outbox, and Stalwart as it
+    relays), each selector once: a key that signs but is not published fails every signature it makes."""
+
+    def __init__(self, *sources: DkimKeys) -> None:
+        self.sources = sources
+
+    async def public_keys(self, domain: str) -> list[DkimPublicKey]:
+        found: dict[str, DkimPublicKey] = {}
+        for source in self.sources:
+            for key in await source.public_keys(domain):
+                found.setdefault(key.selector, key)
+        return sorted(found.values(), key=lambda k: k.kind != "rsa")  # RSA first, as each source gives them

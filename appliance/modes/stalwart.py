@@ -6,6 +6,8 @@ from __future__ import annotations
 
 __all__ = ["StalwartMode"]
 
+from typing import TYPE_CHECKING
+
 import httpx
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -18,16 +20,23 @@ from appliance.api.jmap_proxy import jmap_proxy_router
 from appliance.jmap.proxy import JmapProxy, SessionCache, Upstream, upstream_from_config
 from appliance.jmap.service import for_runtime
 from appliance.modes.mode import Mode
-from appliance.runtime import Runtime
+from appliance.runtime import PartHealth, Runtime
 from appliance.store.database import Database
+from appliance.store.stalwart import stalwart_keys
+
+if TYPE_CHECKING:
+    from appliance.stalwart.server import StalwartServer
+    from appliance.stalwart.supervisor import SupervisorState
 
 
 class StalwartMode(Mode):
-    """The MTA hook in front of the runtime; JMAP forwarded to Stalwart."""
+    """The MTA hook in front of the runtime; JMAP forwarded to Stalwart; Stalwart itself supervised,
+    configured and followed (``appliance.stalwart.server``) unless ``[stalwart] manage = false``."""
 
     name = "stalwart"
     client: httpx.AsyncClient | None = None
     upstream: Upstream | None = None
+    server: StalwartServer | None = None
 
     def __init__(self, runtime: Runtime) -> None:
         super().__init__(runtime)
@@ -59,11 +68,31 @@ class StalwartMode(Mode):
         return {"jmap_proxy": Provide(jmap_proxy, sync_to_thread=False)} if self.proxied else {}
 
     async def start_intake(self) -> None:
-        if self.proxied:
-            self.upstream = upstream_from_config(self.runtime.config)  # secrets read once, at start
-            self.client = httpx.AsyncClient(timeout=self.upstream.timeout)
+        if not self.proxied:
+            return
+        rt = self.runtime
+        provisioned: dict[str, str] = {}
+        if rt.config.stalwart.manage:
+            from appliance.stalwart.server import StalwartServer  # the supervisor (and docker) only here
+
+            self.server = server = StalwartServer(rt)
+            await server.start()
+            if server.supervisor is not None:
+                supervisor = server.supervisor
+                rt.checks["stalwart"] = lambda: _health(supervisor.state())
+            rt.metric_sources.append(server.metrics)
+            provisioned = {k.agent: k.secret for k in await rt.db.read(stalwart_keys)}
+        self.upstream = upstream_from_config(rt.config, provisioned=provisioned)  # secrets read once, at start
+        self.client = httpx.AsyncClient(timeout=self.upstream.timeout)
 
     async def stop_intake(self) -> None:
         if self.client is not None:
             await self.client.aclose()
             self.client = None
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+
+
+def _health(state: SupervisorState) -> PartHealth:
+    return PartHealth(ok=state.status == "ready", status=state.status)

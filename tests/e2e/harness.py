@@ -56,7 +56,8 @@ class ApplianceProcess:
 
         data = tomllib.loads(config.read_text())
         self.config = config
-        self.smtp_port = int(data["smtp"]["listen"].rpartition(":")[2])
+        self.smtp_port = int(data["smtp"]["listen"].rpartition(":")[2]) if "smtp" in data else 0
+        """The embedded SMTP server's port (sandbox mode; 0 in stalwart mode, where Stalwart listens)."""
         self.http_port = int(data["http"]["listen"].rpartition(":")[2])
         self.env = {**os.environ, "APPLIANCE_ADMIN_TOKEN": "admin-test-token", "AGENT_API_KEY": "agent-test-key",
                     **(env or {})}
