@@ -83,6 +83,7 @@ class Supervisor:
         self._watch_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one restart at a time: the health loop's or a requested one
         self._http: httpx.AsyncClient | None = None
+        self._stopping = False  # stop() called: a restart in progress gives up instead of starting it again
 
     @classmethod
     def from_config(cls, config: ApplianceConfig, environ: Mapping[str, str] | None = None) -> Supervisor | None:
@@ -137,6 +138,7 @@ class Supervisor:
         Stalwart that did not come up is stopped again."""
         if self._watch_task is not None:
             return
+        self._stopping = False
         async with self._lock:
             self._set("starting")
             try:
@@ -181,18 +183,23 @@ class Supervisor:
             await self._restart(reason, requested=True)
 
     async def stop(self) -> None:
-        """Stop watching, then stop Stalwart gracefully (SIGTERM, then SIGKILL after ``timeout``)."""
+        """Stop watching, then stop Stalwart gracefully (SIGTERM, then SIGKILL after ``timeout``).
+
+        A requested restart in progress gives up first (it does not start Stalwart again)."""
+        self._stopping = True
         await self._stop_watching()
-        try:
-            ended = await self.backend.stop(self.stop_grace)
-            log.info("stalwart stopped (%s)", ended.describe())
-        finally:
-            await self.backend.close()
-            await self._close_http()
-            self._set("stopped")
+        async with self._lock:
+            try:
+                ended = await self.backend.stop(self.stop_grace)
+                log.info("stalwart stopped (%s)", ended.describe())
+            finally:
+                await self.backend.close()
+                await self._close_http()
+                self._set("stopped")
 
     async def detach(self) -> None:
-        """Stop watching and following its output, leaving Stalwart running.
+        """Stop watching and following its output, leaving Stalwart running (a restart in progress ends
+        first).
 
         For an appliance that exits while Stalwart should keep serving mail (an upgrade of the
         appliance): the next one adopts the container (``docker``). A process (``binary``) cannot be
@@ -200,8 +207,9 @@ class Supervisor:
         as it was last seen.
         """
         await self._stop_watching()
-        await self.backend.close()
-        await self._close_http()
+        async with self._lock:
+            await self.backend.close()
+            await self._close_http()
 
     # -- inside -------------------------------------------------------------------------------------
 
@@ -214,6 +222,8 @@ class Supervisor:
 
     async def _bring_up(self) -> None:
         """Ensure running, then wait live. Status ``failed`` and ``StalwartNotReady`` when not."""
+        if self._stopping:
+            raise StalwartNotReady("the supervisor is stopping: Stalwart is not started again")
         try:
             done = await self.backend.ensure_running()
         except BackendError as exc:
@@ -233,6 +243,8 @@ class Supervisor:
         seen = "nothing yet"
         client = self._client()
         while True:
+            if self._stopping:
+                raise StalwartNotReady("the supervisor is stopping: no longer waiting for Stalwart to be live")
             try:
                 status = await self.backend.status()
             except BackendError as exc:

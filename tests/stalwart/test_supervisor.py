@@ -295,6 +295,19 @@ async def test_stop_ends_it_by_sigterm(supervisor: Supervisor) -> None:
     assert supervisor.state().status == "stopped"
 
 
+async def test_stop_during_a_requested_restart_does_not_start_it_again(supervisor: Supervisor) -> None:
+    await supervisor.start()
+    restarting = asyncio.create_task(supervisor.restart("configured"))
+    await asyncio.sleep(0)  # the restart holds the lock and is stopping the process
+    await supervisor.stop()
+    with pytest.raises(StalwartNotReady, match="the supervisor is stopping"):
+        await restarting
+    backend = supervisor.backend
+    assert isinstance(backend, ProcessBackend) and backend.proc is not None
+    assert backend.proc.returncode is not None
+    assert supervisor.state().status == "stopped"
+
+
 _APPLIANCE = textwrap.dedent("""
     import asyncio, signal, sys
     import msgspec
