@@ -266,10 +266,33 @@ async def test_another_image_recreates_the_container_and_the_volumes_survive(
             container = engine.containers.get(names.container)
             assert container.attrs["Config"]["Image"] == other
             await upgraded.wait_ready(10)  # config.json was in the config volume: configured from the start
+            answer = await post(upgraded.base_url, "/jmap/", auth=("admin", SECRET), json={
+                "using": ["urn:ietf:params:jmap:core", "urn:stalwart:jmap"],
+                "methodCalls": [["x:Bootstrap/get", {"ids": ["singleton"]}, "0"]]})
+            assert answer is not None
+            [settings] = answer.json()["methodResponses"][0][1]["list"]
+            assert settings["defaultDomain"] == "example.test"  # kept in the data volume
         finally:
             await upgraded.stop()
     finally:
         engine.images.remove(other)
+
+
+async def test_without_host_networking_the_ports_are_published(
+        make_config: Callable[..., ApplianceConfig], engine: docker.DockerClient, names: Names) -> None:
+    host_port = free_port()
+    config = make_config(network_mode="bridge", ports={"8080": host_port},
+                         environment={"STANDIN_HTTP": "0.0.0.0:8080", "STANDIN_SMTP": "0.0.0.0:25"},
+                         jmap_url=f"http://127.0.0.1:{host_port}")
+    supervisor = supervisor_for(config)
+    try:
+        await supervisor.start()  # live through the published port
+        container = engine.containers.get(names.container)
+        assert container.attrs["HostConfig"]["NetworkMode"] == "bridge"
+        bindings = container.attrs["HostConfig"]["PortBindings"]
+        assert bindings == {"8080/tcp": [{"HostIp": "", "HostPort": str(host_port)}]}
+    finally:
+        await supervisor.stop()
 
 
 async def test_a_missing_image_that_cannot_be_pulled_is_named(
