@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/jmap.py
 	$(BIN)/python bench/jmap_push.py
 	$(BIN)/python bench/stalwart.py
+	$(BIN)/python bench/stalwart.py --docker
 
 # The appliance next to Debian's Postfix and Postfix+OpenDKIM (installs them when missing; needs root).
 .PHONY: bench-peer

@@ -5,7 +5,7 @@
 - the same after a restart of the appliance (Stalwart's state kept: nothing to configure);
 - dispatch latency: from the hook's decision, and from the sender's SMTP 250, to the webhook's arrival.
 
-    .venv/bin/python bench/stalwart.py [--messages 50]
+    .venv/bin/python bench/stalwart.py [--messages 50] [--docker]
 """
 
 from __future__ import annotations
@@ -16,15 +16,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
+import contextlib
 import json
 import re
 import statistics
 import tempfile
 import time
-from datetime import UTC
+import uuid
+from collections.abc import Iterator
 
 from tests.delivery.receiver import WebhookReceiver
 from tests.dnsserver import DnsTestServer
+from tests.images import standin_image
 from tests.stalwart.stack import SENDER_ZONE, Stack, send
 
 READY = re.compile(r"stalwart ready and configured in ([0-9.]+) s \((\d+) change")
@@ -47,12 +50,33 @@ def _ms(values: list[float]) -> str:
     return f"p50 {statistics.median(ordered) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {ordered[-1] * 1000:.1f} ms"
 
 
+@contextlib.contextmanager
+def _cleanup(name: str | None) -> Iterator[None]:
+    """Remove the bench's container and volumes afterwards."""
+    try:
+        yield
+    finally:
+        if name is not None:
+            import docker
+
+            client = docker.from_env()
+            for container in client.containers.list(all=True, filters={"name": name}):
+                container.remove(force=True)
+            for volume in (f"{name}-etc", f"{name}-data"):
+                with contextlib.suppress(docker.errors.NotFound):
+                    client.volumes.get(volume).remove(force=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=50)
+    parser.add_argument("--docker", action="store_true", help="the stand-in as a container (Docker Engine)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, DnsTestServer(SENDER_ZONE) as dns, WebhookReceiver() as receiver:
-        stack = Stack(Path(tmp), dns, receiver.url)
+    name = f"appliance-bench-{uuid.uuid4().hex[:8]}"
+    how = "a container on the Docker Engine" if args.docker else "a supervised binary"
+    with tempfile.TemporaryDirectory() as tmp, DnsTestServer(SENDER_ZONE) as dns, WebhookReceiver() as receiver, \
+            _cleanup(name if args.docker else None):
+        stack = Stack(Path(tmp), dns, receiver.url, image=standin_image() if args.docker else None, name=name)
         first = _started(stack)
         from_250, from_decision = [], []
         offset = time.time() - time.monotonic()  # the receiver stamps arrivals with time.monotonic()
@@ -64,16 +88,14 @@ def main() -> None:
                 got = receiver.wait_for(n + 1, timeout=30)[n]
                 from_250.append(got.at - acked)
                 data = json.loads(got.body)["data"]
-                with stack.db() as con:
-                    row = con.execute("SELECT ts FROM decisions WHERE decision_id = ?", [data["decisionId"]]).fetchone()
-                if row is not None:
-                    decided = row[0].replace(tzinfo=UTC).timestamp()
-                    from_decision.append(got.at + offset - decided)
+                rows = stack.sql(f"SELECT epoch_ms(ts) FROM decisions WHERE decision_id = '{data['decisionId']}'")
+                if rows:
+                    from_decision.append(got.at + offset - rows[0][0] / 1000)
         finally:
             stack.appliance.terminate()
         again = _started(stack)
         stack.appliance.terminate()
-    print(f"stalwart mode (stand-in as a supervised binary): appliance run to Stalwart ready and configured "
+    print(f"stalwart mode (stand-in as {how}): appliance run to Stalwart ready and configured "
           f"{first[1]:.2f} s ({first[2]} changes: bootstrap, restart, setup), to /healthz 200 {first[0]:.2f} s")
     print(f"stalwart mode, restart: Stalwart ready and configured again {again[1]:.2f} s ({again[2]} changes), "
           f"to /healthz 200 {again[0]:.2f} s")

@@ -101,7 +101,15 @@ webhook_secret_env = "AGENT_WEBHOOK_SECRET"
     def standin(self, path: str) -> Any:
         return httpx.get(self.stalwart_url + path, timeout=5).json()
 
+    def sql(self, query: str) -> list[list[Any]]:
+        """Rows of a read-only query through the running appliance's audit API."""
+        answer = httpx.post(f"http://127.0.0.1:{self.http_port}/api/v1/audit/sql", json={"sql": query},
+                            headers={"Authorization": "Bearer admin-test-token"}, timeout=10)
+        answer.raise_for_status()
+        return list(answer.json()["rows"])
+
     def db(self) -> duckdb.DuckDBPyConnection:
+        """The appliance's database file, read-only (only while the appliance is stopped: DuckDB locks it)."""
         return duckdb.connect(str(self.root / "var" / "appliance.duckdb"), read_only=True)
 
 
