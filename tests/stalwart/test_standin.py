@@ -147,7 +147,8 @@ def test_logs_are_one_json_object_per_line(standin: StandinProcess) -> None:
 
 
 @pytest.mark.container
-def test_image_builds_and_serves_health_from_a_container() -> None:
+def test_image_serves_bootstrap_mode_then_configured_mode_after_a_restart() -> None:
+    import smtplib
     import time
 
     import docker
@@ -158,12 +159,12 @@ def test_image_builds_and_serves_health_from_a_container() -> None:
         pytest.skip("no Docker Engine answers here")
     image = standin_image()
     assert image.startswith("appliance-stalwart-standin:")
-    port = free_port()
+    port, smtp_port = free_port(), free_port()
     client = docker.from_env()
     container = client.containers.run(
         image, detach=True, network_mode="host",
         environment={"STALWART_RECOVERY_ADMIN": "admin:secret", "STANDIN_HTTP": f"127.0.0.1:{port}",
-                     "STANDIN_SMTP": f"127.0.0.1:{free_port()}"})
+                     "STANDIN_SMTP": f"127.0.0.1:{smtp_port}"})
     try:
         deadline = time.monotonic() + 30
         live = None
@@ -181,6 +182,20 @@ def test_image_builds_and_serves_health_from_a_container() -> None:
         assert answer.json()["methodResponses"][0][1]["updated"] == {"singleton": None}  # volume writable by 2000
         first_log = json.loads(container.logs().decode().splitlines()[0])
         assert first_log["event"] == "server.start"
+        container.restart(timeout=5)  # config.json now in the /etc/stalwart volume: configured mode
+        deadline = time.monotonic() + 30
+        ready = None
+        while time.monotonic() < deadline:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/healthz/ready", timeout=1).status_code
+                if ready == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        assert ready == 200, container.logs().decode()
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as smtp:
+            assert smtp.noop()[0] == 250
     finally:
         container.remove(force=True, v=True)
         client.close()
@@ -743,6 +758,9 @@ def test_submission_runs_the_hooks_as_a_local_authenticated_session(standin: Sta
     assert context["sasl"] == {"login": "agent@example.org"}
     [outgoing] = control(standin, "outbox")
     assert outgoing["to"] == ["bob@remote.example"] and "X-Appliance-Decision: d-1" in outgoing["raw"]
+    submission_id = responses[0][1]["created"]["s"]["id"]
+    [listed] = mail(standin, ["EmailSubmission/get", {"ids": None}, "0"], using=SUBMIT_USING)[0][1]["list"]
+    assert listed["id"] == submission_id and listed["undoStatus"] == "final"
 
 
 def test_submission_refused_by_the_hook_is_forbidden_to_send(standin: StandinProcess,

@@ -416,8 +416,9 @@ MAIL_METHODS: dict[str, Method] = {
     "Email/import": email_import, "Email/set": email_set, "Thread/get": thread_get, "Identity/get": identity_get,
 }
 try:
-    from submission import emailsubmission_set
+    from submission import emailsubmission_get, emailsubmission_set
 
     MAIL_METHODS["EmailSubmission/set"] = emailsubmission_set
+    MAIL_METHODS["EmailSubmission/get"] = emailsubmission_get
 except ImportError:
     pass

@@ -137,3 +137,26 @@ def emailsubmission_set(app: App, principal: Principal, args: dict[str, Any], us
                 email_set["destroyed"] = [*(email_set["destroyed"] or []), email_id]
         responses.append(("Email/set", email_set))
     return responses
+
+
+def emailsubmission_get(app: App, principal: Principal, args: dict[str, Any], using: list[str]
+                        ) -> list[tuple[str, Any]]:
+    """EmailSubmission/get: the account's submissions (all final: sent or refused at once)."""
+    require_capability(app, "EmailSubmission/get", using, SUBMISSION)
+    account_id = args.get("accountId") or principal.account_id
+    if account_id != principal.account_id:
+        raise MethodError("accountNotFound", f"account {account_id!r} is not yours")
+    with app.state.lock:
+        own = {k: s for k, s in app.state.data["submissions"].items() if s["accountId"] == account_id}
+        state = str(len(app.state.data["submissions"]) + 1)
+    ids = args.get("ids")
+    wanted = list(own) if ids is None else ids
+    listed = []
+    for submission_id in wanted:
+        if submission_id in own:
+            record = own[submission_id]
+            listed.append({k: record[k] for k in ("id", "identityId", "emailId", "threadId", "envelope", "sendAt",
+                                                  "undoStatus")} | {"deliveryStatus": None, "dsnBlobIds": [],
+                                                                    "mdnBlobIds": []})
+    return [("EmailSubmission/get", {"accountId": account_id, "state": state, "list": listed,
+                                     "notFound": [i for i in wanted if i not in own]})]
