@@ -33,6 +33,7 @@ class Handler(BaseHTTPRequestHandler):
     """Routes every HTTP request; the App is a class attribute set by ``serve``."""
 
     app: App
+    _raw: bytes = b""
     protocol_version = "HTTP/1.1"
     server_version = "Stalwart/0.16.18"
 
@@ -42,6 +43,9 @@ class Handler(BaseHTTPRequestHandler):
     # -- plumbing
 
     def _body(self) -> bytes:
+        return self._raw
+
+    def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
@@ -122,6 +126,8 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         path = url.path
         log("INFO", "http.request", f"{verb} {path}", method=verb, path=path, client=self.client_address[0])
+        # Read every body up front, so an unauthenticated or unknown request leaves a clean connection.
+        self._raw = self._read_body() if verb == "POST" else b""
         try:
             self._dispatch(verb, path, parse_qs(url.query))
         except (BrokenPipeError, ConnectionResetError):
