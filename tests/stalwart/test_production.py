@@ -40,6 +40,9 @@ def test_mail_in_through_the_hook_and_push_to_the_webhook_and_the_reply_out_thro
             admin = {"Authorization": "Bearer admin-test-token"}
             api = f"http://127.0.0.1:{stack.http_port}/api/v1/domains"
             assert httpx.post(api, json={"domain": "example.test"}, headers=admin, timeout=10).status_code == 201
+            deadline = time.monotonic() + 10
+            while len(stack.standin("/_standin/state")["dkim"]) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)  # Stalwart makes a new domain's keys asynchronously
             stalwarts = [o["selector"] for o in stack.standin("/_standin/state")["dkim"].values()]
             manifest = httpx.get(f"{api}/example.test/manifest?format=json", headers=admin, timeout=10).json()
             selectors = {r["name"].split("._domainkey")[0] for r in manifest["records"] if "._domainkey" in r["name"]}
