@@ -9,6 +9,9 @@ import logging
 import sys
 import time
 
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+"""The attributes every LogRecord has: anything else on a record came in ``extra=`` and is printed."""
+
 
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "msg", ...extra}``; exceptions as ``exc``."""
@@ -20,6 +23,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key not in entry:
+                entry[key] = value  # e.g. Stalwart's own JSON fields, under "stalwart"
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -38,3 +44,4 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per job run otherwise
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request: Stalwart's health probes

@@ -29,7 +29,8 @@ class JmapCallError(Exception):
 
 
 class PushEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """One event of the EventSource stream: ``state`` (a StateChange) or ``ping``."""
+    """One event of the EventSource stream: ``state`` (a StateChange), ``ping``, or ``open`` (ours: the
+    stream is connected, events from here on reach us)."""
 
     event: str
     data: str
@@ -119,6 +120,9 @@ class AccountClient:
                                         timeout=timeout) as answer:
                 if answer.status_code != 200:
                     raise JmapCallError("eventsource", f"HTTP {answer.status_code}")
+                # Ours, not Stalwart's: the stream is open. A change made before this point sent no
+                # event to us, so the caller catches up now (Stalwart sends nothing on connect).
+                yield PushEvent(event="open", data="")
                 event, data = "message", list[str]()
                 async for line in answer.aiter_lines():
                     if not line:

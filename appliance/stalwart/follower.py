@@ -181,8 +181,8 @@ class AccountFollower:
                 await self.catch_up()
                 async for event in self.client.events(types="Email", ping=self.ping):
                     backoff = 1.0
-                    if event.event == "state" and _email_changed(event.data):
-                        await self.catch_up()
+                    if event.event == "open" or (event.event == "state" and _email_changed(event.data)):
+                        await self.catch_up()  # on open: what changed before the stream could tell us
                 log.info("stalwart follower %s: the push stream ended; reconnecting", self.agent)
             except (JmapCallError, httpx.HTTPError) as exc:
                 log.warning("stalwart follower %s: %s; retrying in %.0f s", self.agent, exc, backoff)

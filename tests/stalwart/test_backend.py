@@ -76,9 +76,10 @@ def test_blank_lines_are_not_logged(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_a_forwarded_line_is_one_json_log_line(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="appliance.stalwart")
-    forward_line('{"level": "info", "msg": "ready"}')
+    forward_line('{"level": "info", "msg": "ready", "listener": "smtp"}')
     entry = json.loads(JsonFormatter().format(caplog.records[0]))
     assert (entry["logger"], entry["level"], entry["msg"]) == ("appliance.stalwart", "info", "ready")
+    assert entry["stalwart"]["listener"] == "smtp"  # Stalwart's own fields reach our line
 
 
 def test_an_exit_is_described_by_its_code_and_detail() -> None:
