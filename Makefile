@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-stalwart images lint bench clean
+.PHONY: run test test-stalwart test-deploy images lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import venv' 2>/dev/null || (apt-get update && apt-get install -y python3-venv)
@@ -31,7 +31,7 @@ $(SPF_SUITE): $(STAMP)
 		&& mv pyspf-2.0.14/test/rfc7208-tests.yml . || echo "RFC 7208 suite not downloaded: those tests skip"
 
 test: lint $(SPF_SUITE)
-	PYSPF_TESTSUITE=$(abspath $(SPF_SUITE)) $(BIN)/pytest -q -p no:cacheprovider -m 'not container'
+	PYSPF_TESTSUITE=$(abspath $(SPF_SUITE)) $(BIN)/pytest -q -p no:cacheprovider -m 'not container and not deploy'
 
 # The images the container tests run (built locally: no registry here; cached when present).
 images:
@@ -41,6 +41,11 @@ images:
 # with the stand-in image (tests/stalwart/standin).
 test-stalwart: $(STAMP) images
 	$(BIN)/pytest -q -p no:cacheprovider -m container
+
+# The deployment: the appliance's image (deploy/Dockerfile over a wheelhouse of this checkout) under
+# deploy/compose.yml with the stand-in as Stalwart, and the Ansible roles against a container target.
+test-deploy: $(STAMP) images
+	$(BIN)/pytest -q -p no:cacheprovider -m deploy
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

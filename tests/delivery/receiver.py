@@ -47,7 +47,8 @@ class _Server(ThreadingHTTPServer):
 class WebhookReceiver:
     """``with WebhookReceiver(script) as r: r.url``; ``r.requests`` lists what arrived."""
 
-    def __init__(self, script: Script | None = None, *, port: int = 0) -> None:
+    def __init__(self, script: Script | None = None, *, port: int = 0, host: str = "127.0.0.1") -> None:
+        """``host``: the address to listen on (a Docker bridge's gateway lets containers reach it)."""
         self.script: Script = script or (lambda i, r: Answer())
         self.requests: list[Received] = []
         self.in_flight = 0
@@ -88,9 +89,9 @@ class WebhookReceiver:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = _Server(("127.0.0.1", port), Handler)
+        self._server = _Server((host, port), Handler)
         self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.url = f"http://{host}:{self.port}/hook"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
 

@@ -1,0 +1,1 @@
+"""Deployment: the appliance image, compose, and Ansible against a container target."""
