@@ -31,7 +31,7 @@ $(SPF_SUITE): $(STAMP)
 		&& mv pyspf-2.0.14/test/rfc7208-tests.yml . || echo "RFC 7208 suite not downloaded: those tests skip"
 
 test: lint $(SPF_SUITE)
-	PYSPF_TESTSUITE=$(abspath $(SPF_SUITE)) $(BIN)/pytest -q -p no:cacheprovider -m 'not container and not deploy'
+	PYSPF_TESTSUITE=$(abspath $(SPF_SUITE)) $(BIN)/pytest -q -p no:cacheprovider -n 2 -m 'not container and not deploy'
 
 # The images the container tests run (built locally: no registry here; cached when present).
 images:
