@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-stalwart test-deploy images lint bench clean
+.PHONY: run test test-stalwart test-deploy images lint bench clean deploy deploy-check lint-deploy wheelhouse
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import venv' 2>/dev/null || (apt-get update && apt-get install -y python3-venv)
@@ -46,6 +46,26 @@ test-stalwart: $(STAMP) images
 # deploy/compose.yml with the stand-in as Stalwart, and the Ansible roles against a container target.
 test-deploy: $(STAMP) images
 	$(BIN)/pytest -q -p no:cacheprovider -m deploy
+
+# The deployment (docs/deploy.md): `make deploy INVENTORY=ansible/inventory/mine`. The wheelhouse holds
+# the appliance's wheel and every dependency's, so the VPS needs no package index.
+INVENTORY ?= ansible/inventory/example
+ANSIBLE_ARGS ?=
+deploy deploy-check lint-deploy: export ANSIBLE_CONFIG := $(abspath ansible/ansible.cfg)
+
+wheelhouse: $(STAMP)
+	rm -rf dist/wheelhouse
+	$(BIN)/pip wheel -q . -w dist/wheelhouse
+
+deploy: wheelhouse
+	$(BIN)/ansible-playbook -i $(INVENTORY) ansible/site.yml $(ANSIBLE_ARGS)
+
+deploy-check: wheelhouse
+	$(BIN)/ansible-playbook -i $(INVENTORY) ansible/site.yml --check --diff $(ANSIBLE_ARGS)
+
+lint-deploy: $(STAMP)
+	$(BIN)/ansible-playbook --syntax-check -i ansible/inventory/example ansible/site.yml
+	$(BIN)/ansible-lint --profile production ansible/
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
