@@ -53,9 +53,11 @@ INVENTORY ?= ansible/inventory/example
 ANSIBLE_ARGS ?=
 deploy deploy-check lint-deploy: export ANSIBLE_CONFIG := $(abspath ansible/ansible.cfg)
 
+# SOURCE_DATE_EPOCH (the last commit's time) makes the wheel byte-for-byte the same for the same
+# source, so a second `make deploy` copies and installs nothing.
 wheelhouse: $(STAMP)
 	rm -rf dist/wheelhouse
-	$(BIN)/pip wheel -q . -w dist/wheelhouse
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 315532800) $(BIN)/pip wheel -q . -w dist/wheelhouse
 
 deploy: wheelhouse
 	$(BIN)/ansible-playbook -i $(INVENTORY) ansible/site.yml $(ANSIBLE_ARGS)
