@@ -35,32 +35,42 @@ def base_image() -> str:
     return BASE_TAG
 
 
-def standin_digest() -> str:
-    """First 12 hex digits of a SHA-256 over the stand-in directory's files (names and bytes)."""
-    digest = hashlib.sha256()
-    for path in sorted(STANDIN_DIR.rglob("*")):
+def directory_digest(directory: Path, salt: bytes = b"") -> str:
+    """First 12 hex digits of a SHA-256 over ``salt`` and the files under ``directory`` (names and bytes),
+    bytecode left out: an image tag that changes exactly when its build context does."""
+    digest = hashlib.sha256(salt)
+    for path in sorted(directory.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-            digest.update(path.relative_to(STANDIN_DIR).as_posix().encode() + b"\0")
+            digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
             digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 
 
-@cache
-def standin_image() -> str:
-    """The stand-in image tag ``appliance-stalwart-standin:<digest>``, built unless it exists."""
+def built_image(directory: Path, tag: str) -> str:
+    """``tag`` built from ``directory`` on the local base (``BASE`` build argument), unless it exists."""
     import docker
     import docker.errors
 
-    tag = f"{STANDIN_REPOSITORY}:{standin_digest()}"
     client = docker.from_env()
     try:
         try:
             client.images.get(tag)
         except docker.errors.ImageNotFound:
-            client.images.build(path=str(STANDIN_DIR), buildargs={"BASE": base_image()}, tag=tag, rm=True)
+            client.images.build(path=str(directory), buildargs={"BASE": base_image()}, tag=tag, rm=True)
         return tag
     finally:
         client.close()
+
+
+def standin_digest() -> str:
+    """The stand-in directory's digest (``directory_digest``)."""
+    return directory_digest(STANDIN_DIR)
+
+
+@cache
+def standin_image() -> str:
+    """The stand-in image tag ``appliance-stalwart-standin:<digest>``, built unless it exists."""
+    return built_image(STANDIN_DIR, f"{STANDIN_REPOSITORY}:{standin_digest()}")
 
 
 def free_port() -> int:

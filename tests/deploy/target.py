@@ -18,7 +18,6 @@ NAT rules live in the target's nftables ruleset and would go with a firewall's `
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 import shutil
 import subprocess
@@ -36,7 +35,7 @@ import yaml
 from docker.models.containers import Container
 from docker.models.networks import Network
 
-from tests.images import base_image
+from tests.images import base_image, built_image, directory_digest
 
 TARGET_DIR = Path(__file__).resolve().parent / "target"
 TARGET_REPOSITORY = "appliance-deploy-target"
@@ -56,26 +55,13 @@ CAPABILITIES = (
 
 
 def target_digest() -> str:
-    """First 12 hex digits of a SHA-256 over tests/deploy/target/ (names and bytes) and the base tag."""
-    digest = hashlib.sha256(base_image().encode() + b"\0")
-    for path in sorted(TARGET_DIR.rglob("*")):
-        if path.is_file():
-            digest.update(path.relative_to(TARGET_DIR).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:12]
+    """The target directory's digest, the base image's tag in it (``directory_digest``)."""
+    return directory_digest(TARGET_DIR, base_image().encode() + b"\0")
 
 
 def target_image() -> str:
     """The target image tag ``appliance-deploy-target:<digest>``, built unless it exists."""
-    tag = f"{TARGET_REPOSITORY}:{target_digest()}"
-    client = docker.from_env()
-    try:
-        try:
-            client.images.get(tag)
-        except docker.errors.ImageNotFound:
-            client.images.build(path=str(TARGET_DIR), buildargs={"BASE": base_image()}, tag=tag, rm=True)
-        return tag
-    finally:
-        client.close()
+    return built_image(TARGET_DIR, f"{TARGET_REPOSITORY}:{target_digest()}")
 
 
 def granted_capabilities(status: str) -> list[str]:

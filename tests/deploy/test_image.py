@@ -9,12 +9,10 @@ import ipaddress
 import json
 import os
 import shutil
-import smtplib
 import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
@@ -27,6 +25,7 @@ from tests.delivery.receiver import WebhookReceiver
 from tests.deploy.images import appliance_image
 from tests.dnsserver import DnsTestServer
 from tests.images import REPO, docker_available, free_port, standin_image
+from tests.stalwart.stack import send
 
 COMPOSE = shutil.which("docker-compose")
 pytestmark = [pytest.mark.deploy,
@@ -134,17 +133,6 @@ def health(compose: Compose, service: str) -> str:
     return str(state.get("Health", {}).get("Status", ""))
 
 
-def send(port: int, subject: str) -> None:
-    msg = EmailMessage()
-    msg["From"] = "Alice <alice@example.net>"
-    msg["To"] = AGENT
-    msg["Subject"] = subject
-    msg["Message-ID"] = f"<{time.monotonic_ns()}@example.net>"
-    msg.set_content("Shall we meet at noon?")
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
-        smtp.send_message(msg)
-
-
 def config_dir(root: Path, webhook_url: str) -> Path:
     """/etc/appliance as the operator fills it: the example configuration (its webhook URL ours) and a
     policy. Readable by the image's user, which owns none of it."""
@@ -219,7 +207,7 @@ def test_the_image_under_compose_takes_mail_in_by_smtp_and_calls_the_agents_webh
             compose.wait_for("the appliance healthy (Stalwart ready and configured)",
                              lambda: healthz(http_port) == 200, 180)
 
-            send(smtp_port, "Lunch on Friday?")
+            send(smtp_port, "Lunch on Friday?", to=AGENT, timeout=30)
             (request,) = receiver.wait_for(1, timeout=60)
             event = json.loads(request.body)
             assert event["data"]["subject"] == "Lunch on Friday?"

@@ -117,15 +117,15 @@ SENDER_ZONE = [("example.net", "TXT", "v=spf1 ip4:127.0.0.1 -all")]
 """The sender's domain, as the loopback DNS server must serve it (SPF passes from loopback)."""
 
 
-def send(port: int, subject: str = "Lunch on Friday?") -> None:
-    """One message from alice@example.net to the agent, over SMTP into the stand-in."""
+def send(port: int, subject: str = "Lunch on Friday?", *, to: str = AGENT, timeout: float = 20) -> None:
+    """One message from alice@example.net to the agent (``to``), over SMTP into Stalwart's port."""
     msg = EmailMessage()
     msg["From"] = "Alice <alice@example.net>"
-    msg["To"] = AGENT
+    msg["To"] = to
     msg["Subject"] = subject
     msg["Message-ID"] = f"<{time.monotonic_ns()}@example.net>"
     msg.set_content("Shall we meet at noon?")
-    with smtplib.SMTP("127.0.0.1", port, timeout=20) as smtp:
+    with smtplib.SMTP("127.0.0.1", port, timeout=timeout) as smtp:
         smtp.send_message(msg)
 
 
