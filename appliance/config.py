@@ -57,6 +57,11 @@ class HttpConfig(_Section, frozen=True):
     metrics_token_env: str | None = None
     """Environment variable holding a bearer token that may read ``/metrics`` and nothing else (for a
     Prometheus scraper); unset, only the admin token may."""
+    public_url: str | None = None
+    """Where operators reach the appliance's HTTP (``https://mail.example.org``, behind the TLS proxy). An
+    ``https`` URL makes the dashboard's session cookie ``Secure`` even when the proxy speaks plain HTTP to us."""
+    session_hours: Annotated[float, msgspec.Meta(gt=0)] = 8.0
+    """How long a dashboard login lasts; the operator logs in again after it (or after a restart)."""
 
 
 class SmtpConfig(_Section, frozen=True):
@@ -166,6 +171,15 @@ class StalwartConfig(_Section, frozen=True):
     """Seconds before the first restart; doubled after each restart that did not stay up."""
     restart_backoff_max: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     """The cap on the wait between restarts."""
+    tls_certificate: str | None = None
+    """PEM certificate chain Stalwart presents on SMTP STARTTLS, 465, 587 and 993 (the one HTTPS uses, so
+    mail and web share it), at the same path for the appliance and Stalwart (``docker`` mounts its folder
+    read-only there). Unset: Stalwart keeps its own. A file not there yet (the first certificate is still
+    being issued) is picked up when it appears."""
+    tls_private_key: str | None = None
+    """The certificate's PEM private key (readable by Stalwart; the appliance never reads it)."""
+    tls_check_interval: Annotated[float, msgspec.Meta(gt=0)] = 600.0
+    """Seconds between looks at ``tls_certificate``: a renewed certificate is given to Stalwart then."""
 
 
 class DomainsConfig(_Section, frozen=True):
@@ -369,6 +383,14 @@ def _semantic_problems(config: ApplianceConfig, source: str) -> list[Problem]:
                                 reason="transport \"stalwart\" needs mode = \"stalwart\" and stalwart.jmap_url"))
     if (config.smtp.tls_cert is None) != (config.smtp.tls_key is None):
         problems.append(Problem(source=source, path="smtp", reason="tls_cert and tls_key go together"))
+    stalwart = config.stalwart
+    if (stalwart.tls_certificate is None) != (stalwart.tls_private_key is None):
+        problems.append(Problem(source=source, path="stalwart", reason="tls_certificate and tls_private_key go "
+                                "together (the certificate Stalwart presents, and its key)"))
+    for name, path in (("tls_certificate", stalwart.tls_certificate), ("tls_private_key", stalwart.tls_private_key)):
+        if path is not None and not path.startswith("/"):
+            problems.append(Problem(source=source, path=f"stalwart.{name}",
+                                    reason=f"expected an absolute path (Stalwart reads it there), got {path!r}"))
     seen: set[str] = set()
     for i, agent in enumerate(config.agents):
         address = agent.address.lower()

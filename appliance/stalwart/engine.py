@@ -19,6 +19,7 @@ import contextlib
 import logging
 import threading
 import time
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 import docker
@@ -105,12 +106,13 @@ class DockerBackend:
                 done = "created"
             else:
                 self._container = container
-                if self._image_differs(container):
+                if self._image_differs(container) or self._mounts_differ(container):
                     old = str(container.attrs.get("Config", {}).get("Image"))
                     self._stop(self.section.timeout)
                     container.remove()
                     self._container = self._create()
-                    done = f"recreated (image {old} -> {self.section.image})"
+                    done = (f"recreated (image {old} -> {self.section.image})" if old != self.section.image
+                            else "recreated (the certificate's folders were not mounted)")
                 elif container.status == "running":
                     self._follow_logs(since=time.time())
                     return f"adopted (container {container.short_id} was running)"
@@ -134,6 +136,15 @@ class DockerBackend:
                                f"appliance's (no label {MANAGED_LABEL}=true); remove or rename it, or set "
                                f"[stalwart] container to another name")
         return container
+
+    def _certificate_folders(self) -> list[str]:
+        """The folders of ``tls_certificate`` and ``tls_private_key``, mounted read-only at the same path."""
+        s = self.section
+        return sorted({str(PurePosixPath(p).parent) for p in (s.tls_certificate, s.tls_private_key) if p})
+
+    def _mounts_differ(self, container: Container) -> bool:
+        mounted = {str(m.get("Destination")) for m in container.attrs.get("Mounts", []) if isinstance(m, dict)}
+        return not set(self._certificate_folders()) <= mounted
 
     def _image_differs(self, container: Container) -> bool:
         if container.attrs.get("Config", {}).get("Image") != self.section.image:
@@ -176,7 +187,8 @@ class DockerBackend:
             "environment": self.environment,
             "network_mode": s.network_mode,
             "volumes": {s.config_volume: {"bind": CONFIG_MOUNT, "mode": "rw"},
-                        s.data_volume: {"bind": DATA_MOUNT, "mode": "rw"}},
+                        s.data_volume: {"bind": DATA_MOUNT, "mode": "rw"},
+                        **{folder: {"bind": folder, "mode": "ro"} for folder in self._certificate_folders()}},
             "labels": {MANAGED_LABEL: "true"},
             # a tiny init as PID 1 passes our SIGTERM on (PID 1 without a handler would ignore it) and reaps
             "init": True,

@@ -19,20 +19,26 @@ import msgspec
 
 from appliance.stalwart.management import ManagementClient, ManagementError, ManagementObject
 from appliance.stalwart.setup import (
+    CERTIFICATE_RECORD,
     CreateAccount,
     CreateApiKey,
+    CreateCertificate,
     CreateDomain,
     CreateHook,
     DesiredAccount,
     DesiredSetup,
     DestroyHook,
     Observed,
+    ObservedCertificate,
     ObservedHook,
     Recorded,
     RecordedAccount,
+    ReloadCertificates,
     SetPassword,
     Step,
+    UpdateCertificate,
     UpdateHook,
+    certificate_object,
     fingerprint,
     hook_object,
     plan,
@@ -70,6 +76,7 @@ class Provisioner:
         self.db = db
         self.desired = desired
         self.restart = restart
+        self._certificate_id: str | None = None
 
     async def run(self) -> SetupReport:
         """Bootstrap when needed, then make every object as configured; reload when something changed."""
@@ -121,8 +128,10 @@ class Provisioner:
                 api_key = objects.get(f"api-key:{agent}")
                 accounts[agent] = RecordedAccount(account_id=value.object_id, password_fingerprint=value.fingerprint,
                                                   api_key_id=api_key.object_id if api_key else None)
+        certificate = objects.get(CERTIFICATE_RECORD)
         return Recorded(hook_id=hook.object_id if hook else None, hook_fingerprint=hook.fingerprint if hook else None,
-                        accounts=accounts)
+                        accounts=accounts, certificate_id=certificate.object_id if certificate else None,
+                        certificate_fingerprint=certificate.fingerprint if certificate else None)
 
     async def observe(self) -> Observed:
         """What Stalwart holds now."""
@@ -131,7 +140,10 @@ class Provisioner:
                     if "id" in o}
         keys = [str(o["id"]) for o in await self.client.get("ApiKey") if "id" in o]
         hooks = [ObservedHook(id=str(o["id"]), properties=o) for o in await self.client.get("MtaHook") if "id" in o]
-        return Observed(domains=domains, accounts=accounts, api_keys=keys, hooks=hooks)
+        certificates = ([ObservedCertificate(id=str(o["id"]), properties=o)
+                         for o in await self.client.get("Certificate") if "id" in o]
+                        if self.desired.certificate is not None else [])
+        return Observed(domains=domains, accounts=accounts, api_keys=keys, hooks=hooks, certificates=certificates)
 
     async def _record(self, key: str, object_id: str, *, fingerprint: str | None = None,
                       secret: str | None = None) -> None:
@@ -179,11 +191,31 @@ class Provisioner:
             await c.set("MtaHook", update={step.id: hook_object(self.desired.hook)})
             await self._record("hook", step.id, fingerprint=fingerprint(self.desired.hook.secret))
             return f"MTA hook {step.id} updated"
+        if isinstance(step, CreateCertificate | UpdateCertificate | ReloadCertificates):
+            return await self._apply_certificate(step)
         assert isinstance(step, DestroyHook)
         await c.set("MtaHook", destroy=[step.id])
 
         await self.db.write_batch(lambda batch: forget_object(batch, "hook", step.id))
         return f"MTA hook {step.id} destroyed"
+
+    async def _apply_certificate(self, step: CreateCertificate | UpdateCertificate | ReloadCertificates) -> str:
+        wanted = self.desired.certificate
+        assert wanted is not None  # planned only for a configured certificate whose file is there
+        if isinstance(step, CreateCertificate):
+            created = await self.client.set("Certificate", create={"c": certificate_object(wanted)})
+            self._certificate_id = str(created.created["c"]["id"])
+            await self._record(CERTIFICATE_RECORD, self._certificate_id)  # not loaded yet: no fingerprint
+            return f"certificate {wanted.certificate_path} added"
+        if isinstance(step, UpdateCertificate):
+            await self.client.set("Certificate", update={step.id: certificate_object(wanted)})
+            await self._record(CERTIFICATE_RECORD, step.id)
+            return f"certificate {step.id} now from {wanted.certificate_path}"
+        certificate_id = step.certificate_id or self._certificate_id
+        assert certificate_id is not None  # the same run created it
+        await self.client.set("Action", create={"tls": {"@type": "ReloadTlsCertificates"}})
+        await self._record(CERTIFICATE_RECORD, certificate_id, fingerprint=wanted.fingerprint)
+        return f"TLS certificates reloaded (sha256 {wanted.fingerprint[:16]}...)"
 
     async def _create_account(self, account: DesiredAccount, domains: dict[str, str]) -> str:
         domain_id = domains.get(account.domain)

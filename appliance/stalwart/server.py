@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import httpx
 
@@ -65,7 +66,7 @@ class StalwartServer:
             raise StalwartUnavailable(f"stalwart.admin_secret_env: environment variable {section.admin_secret_env} "
                                       f"is not set; it is Stalwart's recovery admin password")
         try:
-            desired = desired_setup(config, self.environ)
+            desired = desired_setup(config, self.environ, self._certificate_file())
         except ValueError as exc:
             raise StalwartUnavailable(str(exc)) from exc
         self.http = httpx.AsyncClient(timeout=section.timeout)
@@ -90,8 +91,41 @@ class StalwartServer:
                                  on_released=self.runtime.wake_dispatcher)
         await self.follower.start()
         self.runtime.every(3600, self.follower.expire, "stalwart-awaiting-expiry")
+        if section.tls_certificate:
+            self.runtime.every(section.tls_check_interval, self.check_certificate, "stalwart-certificate")
         if self.supervisor is not None:
             self.supervisor.on_ready(self._after_restart)
+
+    def _certificate_file(self) -> bytes | None:
+        """The shared certificate's file as it is now; None while it is not there (first issue pending)."""
+        path = self.runtime.config.stalwart.tls_certificate
+        if not path:
+            return None
+        try:
+            return Path(path).read_bytes()
+        except FileNotFoundError:
+            log.warning("stalwart.tls_certificate: %s is not there yet; Stalwart keeps its own certificate "
+                        "until it is (looked at again every %.0f s)", path,
+                        self.runtime.config.stalwart.tls_check_interval)
+            return None
+        except OSError as exc:
+            log.error("stalwart.tls_certificate: cannot read %s: %s", path, exc)
+            return None
+
+    async def check_certificate(self) -> None:
+        """Give Stalwart the shared certificate when it appeared or was renewed since the last look."""
+        if self.provisioner is None or self._setup_lock.locked():
+            return
+        pem = await asyncio.to_thread(self._certificate_file)
+        desired = desired_setup(self.runtime.config, self.environ, pem)
+        if desired.certificate == self.provisioner.desired.certificate:
+            return
+        self.provisioner.desired = desired
+        async with self._setup_lock:
+            try:
+                self.last_setup = await self.provisioner.run()
+            except ManagementError as exc:
+                log.error("stalwart: the renewed certificate could not be loaded: %s", exc)
 
     async def _restart(self, reason: str) -> None:
         assert self.supervisor is not None

@@ -12,24 +12,31 @@ token) are compared by the fingerprint recorded when they were set.
 from __future__ import annotations
 
 __all__ = [
+    "CERTIFICATE_RECORD",
     "HOOK_DESCRIPTION",
     "HOOK_STAGES",
     "HOOK_TIMEOUT_MS",
     "CreateAccount",
     "CreateApiKey",
+    "CreateCertificate",
     "CreateDomain",
     "CreateHook",
     "DesiredAccount",
+    "DesiredCertificate",
     "DesiredHook",
     "DesiredSetup",
     "DestroyHook",
     "Observed",
+    "ObservedCertificate",
     "ObservedHook",
     "Recorded",
     "RecordedAccount",
+    "ReloadCertificates",
     "SetPassword",
     "Step",
+    "UpdateCertificate",
     "UpdateHook",
+    "certificate_object",
     "desired_setup",
     "fingerprint",
     "hook_object",
@@ -52,6 +59,11 @@ HOOK_TIMEOUT_MS = 60_000
 (reading, DNS) are shorter, so only a stuck appliance reaches it."""
 
 
+CERTIFICATE_RECORD = "certificate"
+"""The key under which ``appliance.store.stalwart`` records the shared certificate's object and the
+fingerprint of the file Stalwart last loaded."""
+
+
 def fingerprint(secret: str) -> str:
     """What is recorded of a secret Stalwart keeps but does not show back."""
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -71,6 +83,15 @@ class DesiredAccount(msgspec.Struct, frozen=True, kw_only=True):
     gets a random one, and the appliance reaches it with its own API key."""
 
 
+class DesiredCertificate(msgspec.Struct, frozen=True, kw_only=True):
+    """The certificate HTTPS uses, for Stalwart's SMTP, submission and IMAP too (``[stalwart] tls_*``)."""
+
+    certificate_path: str
+    private_key_path: str
+    fingerprint: str
+    """SHA-256 of the certificate file as it is now: a renewal changes it, and Stalwart must reload."""
+
+
 class DesiredSetup(msgspec.Struct, frozen=True, kw_only=True):
     hostname: str
     default_domain: str
@@ -79,9 +100,16 @@ class DesiredSetup(msgspec.Struct, frozen=True, kw_only=True):
     domains: list[str]
     accounts: list[DesiredAccount]
     hook: DesiredHook
+    certificate: DesiredCertificate | None = None
+    """None: no shared certificate (not configured, or its first issue is still pending)."""
 
 
 class ObservedHook(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    properties: dict[str, Any]
+
+
+class ObservedCertificate(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     properties: dict[str, Any]
 
@@ -96,6 +124,7 @@ class Observed(msgspec.Struct, frozen=True, kw_only=True):
     api_keys: list[str]
     """Ids of the API keys that exist."""
     hooks: list[ObservedHook]
+    certificates: list[ObservedCertificate] = []
 
 
 class RecordedAccount(msgspec.Struct, frozen=True, kw_only=True):
@@ -110,6 +139,9 @@ class Recorded(msgspec.Struct, frozen=True, kw_only=True):
     hook_id: str | None = None
     hook_fingerprint: str | None = None
     accounts: dict[str, RecordedAccount] = {}
+    certificate_id: str | None = None
+    certificate_fingerprint: str | None = None
+    """The certificate file's fingerprint when Stalwart last loaded it."""
 
 
 class CreateDomain(msgspec.Struct, frozen=True, kw_only=True, tag="create-domain"):
@@ -147,11 +179,31 @@ class DestroyHook(msgspec.Struct, frozen=True, kw_only=True, tag="destroy-hook")
     why: str
 
 
-Step = CreateDomain | CreateAccount | SetPassword | CreateApiKey | CreateHook | UpdateHook | DestroyHook
+class CreateCertificate(msgspec.Struct, frozen=True, kw_only=True, tag="create-certificate"):
+    why: str
 
 
-def desired_setup(config: ApplianceConfig, environ: Mapping[str, str]) -> DesiredSetup:
-    """What Stalwart must hold for ``config``; ``ValueError`` names a missing secret or setting."""
+class UpdateCertificate(msgspec.Struct, frozen=True, kw_only=True, tag="update-certificate"):
+    id: str
+    why: str
+
+
+class ReloadCertificates(msgspec.Struct, frozen=True, kw_only=True, tag="reload-certificates"):
+    certificate_id: str | None
+    """The object whose file was loaded (None: the one the same run creates)."""
+    why: str
+
+
+Step = (CreateDomain | CreateAccount | SetPassword | CreateApiKey | CreateHook | UpdateHook | DestroyHook
+        | CreateCertificate | UpdateCertificate | ReloadCertificates)
+
+
+def desired_setup(config: ApplianceConfig, environ: Mapping[str, str],
+                  certificate_pem: bytes | None = None) -> DesiredSetup:
+    """What Stalwart must hold for ``config``; ``ValueError`` names a missing secret or setting.
+
+    ``certificate_pem`` is the file at ``[stalwart] tls_certificate`` as read now (None: not there yet).
+    """
     secret = environ.get(config.hook.secret_env, "").strip()
     if not secret:
         raise ValueError(f"hook.secret_env: environment variable {config.hook.secret_env} is not set; "
@@ -172,9 +224,52 @@ def desired_setup(config: ApplianceConfig, environ: Mapping[str, str]) -> Desire
         host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # a wildcard is not an address to call
         url = f"http://{f'[{host}]' if ':' in host else host}:{port}/hooks/mta"
     public = config.stalwart.public_url or ""
+    certificate = None
+    section = config.stalwart
+    if section.tls_certificate and section.tls_private_key and certificate_pem:
+        certificate = DesiredCertificate(certificate_path=section.tls_certificate,
+                                         private_key_path=section.tls_private_key,
+                                         fingerprint=hashlib.sha256(certificate_pem).hexdigest())
     return DesiredSetup(hostname=config.hostname, default_domain=accounts[0].domain,  # the first agent's
-                        request_tls=public.startswith("https://"), domains=domains,
-                        accounts=sorted(accounts, key=lambda a: a.agent), hook=DesiredHook(url=url, secret=secret))
+                        # Stalwart's own ACME only when nobody hands it the certificate HTTPS uses
+                        request_tls=public.startswith("https://") and not section.tls_certificate, domains=domains,
+                        accounts=sorted(accounts, key=lambda a: a.agent), hook=DesiredHook(url=url, secret=secret),
+                        certificate=certificate)
+
+
+def certificate_object(certificate: DesiredCertificate) -> dict[str, Any]:
+    """The ``x:Certificate`` the appliance wants: both halves read by Stalwart from their files, so a renewed
+    file needs only a reload (``ReloadTlsCertificates``), and the key never passes through the appliance."""
+    return {"certificate": {"@type": "File", "filePath": certificate.certificate_path},
+            "privateKey": {"@type": "File", "filePath": certificate.private_key_path}}
+
+
+def _file_path(value: Any) -> str | None:
+    if isinstance(value, dict) and value.get("@type") == "File" and isinstance(value.get("filePath"), str):
+        return str(value["filePath"])
+    return None
+
+
+def _plan_certificate(desired: DesiredSetup, observed: Observed, recorded: Recorded) -> list[Step]:
+    wanted = desired.certificate
+    if wanted is None:
+        return []  # an operator's own certificates are left alone
+    ours = [c for c in observed.certificates if c.id == recorded.certificate_id
+            or _file_path(c.properties.get("certificate")) == wanted.certificate_path]
+    if not ours:
+        why = ("drift: the shared certificate is gone from Stalwart" if recorded.certificate_id
+               else "first setup: the certificate HTTPS uses, for SMTP, submission and IMAP")
+        return [CreateCertificate(why=why), ReloadCertificates(certificate_id=None, why=why)]
+    keep = next((c for c in ours if c.id == recorded.certificate_id), ours[0])
+    steps: list[Step] = []
+    if (_file_path(keep.properties.get("certificate")) != wanted.certificate_path
+            or _file_path(keep.properties.get("privateKey")) != wanted.private_key_path):
+        steps.append(UpdateCertificate(id=keep.id, why="drift: the certificate's files are not as configured"))
+    if steps or keep.id != recorded.certificate_id or recorded.certificate_fingerprint != wanted.fingerprint:
+        why = ("the certificate file changed (renewed)" if keep.id == recorded.certificate_id and not steps
+               else steps[0].why if steps else "the certificate Stalwart holds was not loaded by the appliance")
+        steps.append(ReloadCertificates(certificate_id=keep.id, why=why))
+    return steps
 
 
 def hook_object(hook: DesiredHook) -> dict[str, Any]:
@@ -267,4 +362,5 @@ def plan(desired: DesiredSetup, observed: Observed, recorded: Recorded) -> list[
             steps.append(CreateApiKey(agent=account.agent, why="drift: the appliance's API key is gone"
                                       if mine and mine.api_key_id else "the appliance's key for the account"))
     steps.extend(_plan_hook(desired, observed, recorded))
+    steps.extend(_plan_certificate(desired, observed, recorded))
     return steps

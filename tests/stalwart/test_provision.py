@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
+import smtplib
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
+import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from appliance.stalwart.dkim import StalwartDkimKeys, public_keys_of
 from appliance.stalwart.management import ManagementClient, basic_authorization
 from appliance.stalwart.provision import Provisioner
-from appliance.stalwart.setup import DesiredAccount, DesiredHook, DesiredSetup
+from appliance.stalwart.setup import DesiredAccount, DesiredCertificate, DesiredHook, DesiredSetup
 from appliance.store.database import Database
 from appliance.store.stalwart import stalwart_keys
 from tests.images import free_port
@@ -154,3 +159,51 @@ def test_unknown_dkim_algorithms_are_left_out_and_rsa_comes_first() -> None:
                 "PUBLIC KEY-----\n"}]
     assert [(k.selector, k.kind, k.p) for k in public_keys_of(objects)] == [
         ("r", "rsa", "AAAA"), ("e", "ed25519", base64.b64encode(b"k" * 32).decode())]
+
+
+def presented_certificate(port: int) -> bytes:
+    """The DER certificate an SMTP server presents after STARTTLS (checked by the test, not by ssl)."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.starttls(context=context)
+        der = client.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
+    assert der is not None
+    return der
+
+
+def issue(folder: Path, ca: trustme.CA) -> tuple[DesiredSetup, bytes]:
+    """A certificate for the MX host written where the configuration says; the desired setup and its DER."""
+    issued = ca.issue_cert("mx.example.test")
+    cert, key = folder / "fullchain.pem", folder / "privkey.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    pem = cert.read_bytes()
+    desired = msgspec.structs.replace(DESIRED, certificate=DesiredCertificate(
+        certificate_path=str(cert), private_key_path=str(key), fingerprint=hashlib.sha256(pem).hexdigest()))
+    return desired, ssl.PEM_cert_to_DER_cert(pem.decode())
+
+
+async def test_smtp_presents_the_shared_certificate_and_a_renewal_after_a_reload(setup: Setup,
+                                                                                 tmp_path: Path) -> None:
+    ca = trustme.CA()
+    desired, der = issue(tmp_path, ca)
+    report = await setup.provisioner(desired).run()
+    assert any(line.startswith("certificate ") and "added" in line for line in report.steps)
+    assert await setup.control("/_standin/violations") == []
+    held = await setup.management.get("Certificate")
+    assert [(c["certificate"], c["privateKey"]) for c in held] == [
+        ({"@type": "File", "filePath": str(tmp_path / "fullchain.pem")},
+         {"@type": "File", "filePath": str(tmp_path / "privkey.pem")})]
+    assert presented_certificate(setup.standin.smtp_port) == der
+
+    assert (await setup.provisioner(desired).run()).steps == []  # the same file: nothing to do
+
+    renewed, renewed_der = issue(tmp_path, ca)  # renewal rewrites the same files
+    assert renewed_der != der
+    assert presented_certificate(setup.standin.smtp_port) == der  # Stalwart reads them on a reload only
+    report = await setup.provisioner(renewed).run()
+    assert report.steps == [f"TLS certificates reloaded (sha256 {renewed.certificate.fingerprint[:16]}...) "  # type: ignore[union-attr]
+                            "(the certificate file changed (renewed))"]
+    assert len(await setup.management.get("Certificate")) == 1
+    assert presented_certificate(setup.standin.smtp_port) == renewed_der

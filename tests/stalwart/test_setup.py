@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from appliance.config import AgentConfig, ApplianceConfig, HttpConfig, StalwartConfig
@@ -12,16 +13,21 @@ from appliance.stalwart.setup import (
     HOOK_DESCRIPTION,
     CreateAccount,
     CreateApiKey,
+    CreateCertificate,
     CreateDomain,
     CreateHook,
     DesiredSetup,
     DestroyHook,
     Observed,
+    ObservedCertificate,
     ObservedHook,
     Recorded,
     RecordedAccount,
+    ReloadCertificates,
     SetPassword,
+    UpdateCertificate,
     UpdateHook,
+    certificate_object,
     desired_setup,
     fingerprint,
     hook_object,
@@ -161,3 +167,74 @@ def test_a_changed_agent_password_is_set_again(desired: DesiredSetup, tmp_path: 
     steps = plan(changed, observed, recorded)
     assert len(steps) == 1 and isinstance(steps[0], SetPassword)
     assert steps[0].account_id == "acc-0"
+
+
+# -- the certificate HTTPS uses, shared with SMTP --------------------------------------------------
+
+CERT_PATH, KEY_PATH = "/var/lib/appliance-tls/fullchain.pem", "/var/lib/appliance-tls/privkey.pem"
+
+
+def with_certificate(tmp_path: Path, pem: bytes | None) -> DesiredSetup:
+    return desired_setup(config(tmp_path, tls_certificate=CERT_PATH, tls_private_key=KEY_PATH), ENV, pem)
+
+
+def holding(desired: DesiredSetup, certificate_id: str = "c1") -> tuple[Observed, Recorded]:
+    """Stalwart as configured, holding the shared certificate the appliance loaded."""
+    assert desired.certificate is not None
+    observed, recorded = as_configured(desired)
+    observed = msgspec.structs.replace(observed, certificates=[ObservedCertificate(
+        id=certificate_id, properties={"id": certificate_id, **certificate_object(desired.certificate)})])
+    recorded = msgspec.structs.replace(recorded, certificate_id=certificate_id,
+                                       certificate_fingerprint=desired.certificate.fingerprint)
+    return observed, recorded
+
+
+def test_without_a_configured_certificate_nothing_is_planned_for_one(desired: DesiredSetup) -> None:
+    assert desired.certificate is None
+    assert plan(desired, *as_configured(desired)) == []
+
+
+def test_a_configured_certificate_whose_file_is_not_there_yet_waits(tmp_path: Path) -> None:
+    desired = with_certificate(tmp_path, None)
+    assert desired.certificate is None and not desired.request_tls
+    assert plan(desired, *as_configured(desired)) == []
+
+
+def test_the_certificate_is_added_from_its_files_and_loaded(tmp_path: Path) -> None:
+    desired = with_certificate(tmp_path, b"-----BEGIN CERTIFICATE-----\nA\n")
+    steps = plan(desired, *as_configured(desired))
+    assert [type(s) for s in steps] == [CreateCertificate, ReloadCertificates]
+    assert desired.certificate is not None
+    assert certificate_object(desired.certificate) == {
+        "certificate": {"@type": "File", "filePath": CERT_PATH},
+        "privateKey": {"@type": "File", "filePath": KEY_PATH}}
+
+
+def test_the_same_certificate_file_changes_nothing(tmp_path: Path) -> None:
+    desired = with_certificate(tmp_path, b"cert one")
+    assert plan(desired, *holding(desired)) == []
+
+
+def test_a_renewed_certificate_file_is_reloaded_without_a_new_object(tmp_path: Path) -> None:
+    observed, recorded = holding(with_certificate(tmp_path, b"cert one"))
+    renewed = with_certificate(tmp_path, b"cert two")
+    steps = plan(renewed, observed, recorded)
+    assert steps == [ReloadCertificates(certificate_id="c1", why="the certificate file changed (renewed)")]
+
+
+def test_a_deleted_certificate_is_drift_and_added_again(tmp_path: Path) -> None:
+    desired = with_certificate(tmp_path, b"cert one")
+    observed, recorded = holding(desired)
+    steps = plan(desired, msgspec.structs.replace(observed, certificates=[]), recorded)
+    assert [type(s) for s in steps] == [CreateCertificate, ReloadCertificates]
+    assert steps[0].why.startswith("drift")
+
+
+def test_a_certificate_pointed_elsewhere_by_hand_is_put_back(tmp_path: Path) -> None:
+    desired = with_certificate(tmp_path, b"cert one")
+    observed, recorded = holding(desired)
+    edited = ObservedCertificate(id="c1", properties={
+        "id": "c1", "certificate": {"@type": "File", "filePath": CERT_PATH},
+        "privateKey": {"@type": "Text", "secret": "-----BEGIN PRIVATE KEY-----"}})
+    steps = plan(desired, msgspec.structs.replace(observed, certificates=[edited]), recorded)
+    assert [type(s) for s in steps] == [UpdateCertificate, ReloadCertificates]

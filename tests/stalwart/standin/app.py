@@ -7,6 +7,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from push import Hub
 from state import State
@@ -37,6 +38,8 @@ class App:
     hub: Hub = field(default_factory=Hub)
     hung: threading.Event = field(default_factory=threading.Event)
     unhealthy: bool = False
+    tls_context: Any = None
+    """The ssl.SSLContext STARTTLS uses (tls.py); None: no certificate loaded, STARTTLS not offered."""
 
     def block_if_hung(self) -> None:
         """After POST /_standin/hang, everything blocks forever (a wedged server)."""

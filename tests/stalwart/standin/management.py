@@ -1,4 +1,4 @@
-"""Management JMAP (0.16): x:Domain, x:DkimSignature, x:Account, x:ApiKey, x:MtaHook, x:Action.
+"""Management JMAP (0.16): x:Domain, x:DkimSignature, x:Account, x:ApiKey, x:MtaHook, x:Certificate, x:Action.
 
 Shapes are checked strictly (shapes.py); every violation is recorded and answered the JMAP way
 (notCreated/notUpdated invalidProperties naming the properties)."""
@@ -13,11 +13,12 @@ from app import App
 from dkim_keys import generate_later, zone_file
 from jmap import Method, MethodError, Principal
 from logs import log
+from tls import load_certificates
 
 _COLLECTION = {"Domain": "domains", "DkimSignature": "dkim", "Account": "accounts", "ApiKey": "apiKeys",
-               "MtaHook": "hooks"}
+               "MtaHook": "hooks", "Certificate": "certificates"}
 _SCHEMA = {"Domain": shapes.DOMAIN, "Account": shapes.ACCOUNT, "ApiKey": shapes.API_KEY,
-           "MtaHook": shapes.MTA_HOOK}
+           "MtaHook": shapes.MTA_HOOK, "Certificate": shapes.CERTIFICATE}
 _HIDDEN = {"DkimSignature": {"privateKey"}, "ApiKey": {"secret"}}
 _MAILBOXES = (("Inbox", "inbox"), ("Drafts", "drafts"), ("Sent", "sent"))
 
@@ -277,8 +278,12 @@ def _action_set(app: App, principal: Principal, args: dict[str, Any], using: lis
         if obj == {"@type": "ReloadSettings"}:
             answer["created"] = {**(answer["created"] or {}), creation_id: {"id": app.state.new_id()}}
             log("INFO", "settings.reload", "settings reloaded (x:Action ReloadSettings)")
+        elif obj == {"@type": "ReloadTlsCertificates"}:
+            answer["created"] = {**(answer["created"] or {}), creation_id: {"id": app.state.new_id()}}
+            load_certificates(app)
         else:
-            app.state.violation(f'x:Action create {creation_id}: expected {{"@type":"ReloadSettings"}}, got {obj!r}')
+            app.state.violation(f'x:Action create {creation_id}: expected {{"@type":"ReloadSettings"}} or '
+                                f'{{"@type":"ReloadTlsCertificates"}}, got {obj!r}')
             answer["notCreated"] = {**(answer["notCreated"] or {}),
                                     creation_id: {"type": "invalidProperties", "properties": ["@type"]}}
     if args.get("update") or args.get("destroy"):
@@ -287,7 +292,7 @@ def _action_set(app: App, principal: Principal, args: dict[str, Any], using: lis
 
 
 MANAGEMENT: dict[str, Method] = {"x:Action/set": _action_set}
-for _kind in ("Domain", "Account", "ApiKey", "MtaHook"):
+for _kind in ("Domain", "Account", "ApiKey", "MtaHook", "Certificate"):
     MANAGEMENT[f"x:{_kind}/get"] = _get(_kind)
     MANAGEMENT[f"x:{_kind}/set"] = _set(_kind)
     MANAGEMENT[f"x:{_kind}/query"] = _query(_kind)

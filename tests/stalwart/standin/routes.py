@@ -17,7 +17,7 @@ def _forbidden(name: str, why: str) -> Method:
     return method
 
 
-_MANAGEMENT_OBJECTS = ("Domain", "DkimSignature", "Account", "ApiKey", "MtaHook", "Action")
+_MANAGEMENT_OBJECTS = ("Domain", "DkimSignature", "Account", "ApiKey", "MtaHook", "Certificate", "Action")
 
 
 def methods_for(app: App, principal: Principal) -> dict[str, Method]:

@@ -344,7 +344,9 @@ def serve(app: App) -> None:
     """Start SMTP (configured mode) then HTTP, and serve until killed."""
     if app.configured:
         from smtp_server import start_smtp
+        from tls import load_certificates
 
+        load_certificates(app)
         start_smtp(app)
     Handler.app = app
     server = ThreadingHTTPServer(app.http_bind, Handler)

@@ -79,6 +79,25 @@ def secret_key_problem(value: Any) -> str | None:
     return None
 
 
+def text_problem(value: Any, text_field: str) -> str | None:
+    """A PublicText/SecretText (0.16): Text {value|secret}, EnvironmentVariable {variableName}, File {filePath}."""
+    shapes = {"Text": text_field, "EnvironmentVariable": "variableName", "File": "filePath"}
+    if not isinstance(value, dict) or value.get("@type") not in shapes:
+        return f"a text with @type among {list(shapes)}, got {value!r}"
+    field = shapes[value["@type"]]
+    if set(value) != {"@type", field} or not isinstance(value[field], str):
+        return f"a text {value['@type']} with exactly {{@type, {field} (string)}}, got {value!r}"
+    return None
+
+
+def is_public_text(value: Any) -> str | None:
+    return text_problem(value, "value")
+
+
+def is_secret_text(value: Any) -> str | None:
+    return text_problem(value, "secret")
+
+
 def is_http_auth(value: Any) -> str | None:
     if isinstance(value, dict) and value.get("@type") == "Bearer":
         if set(value) != {"@type", "bearerToken"}:
@@ -126,6 +145,8 @@ MTA_HOOK: dict[str, Check] = {
     "tempFailOnError": is_bool, "allowInvalidCerts": is_bool, "maxResponseSize": is_uint,
     "httpHeaders": is_string_map, "httpAuth": is_http_auth, "description": is_str,
 }
+CERTIFICATE: dict[str, Check] = {"certificate": is_public_text, "privateKey": is_secret_text}
 REQUIRED: dict[str, tuple[str, ...]] = {
     "Domain": ("name",), "Account": ("name", "domainId"), "ApiKey": (), "MtaHook": ("url",),
+    "Certificate": ("certificate", "privateKey"),
 }

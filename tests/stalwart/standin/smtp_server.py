@@ -29,6 +29,7 @@ class SmtpSession(socketserver.StreamRequestHandler):
     """One SMTP connection."""
 
     app: App
+    tls = False
     active = 0
     _active_lock = threading.Lock()
 
@@ -94,10 +95,24 @@ class SmtpSession(socketserver.StreamRequestHandler):
                 if verb == "HELO":
                     self._send(f"250 {app.hostname} you had me at HELO")
                 else:
-                    for extension in (f"{app.hostname} you had me at EHLO", f"SIZE {MAX_SIZE}", "8BITMIME",
-                                      "PIPELINING", "ENHANCEDSTATUSCODES", "SMTPUTF8"):
-                        last = extension == "SMTPUTF8"
+                    extensions = [f"{app.hostname} you had me at EHLO", f"SIZE {MAX_SIZE}", "8BITMIME",
+                                  "PIPELINING", "ENHANCEDSTATUSCODES", "SMTPUTF8"]
+                    if app.tls_context is not None and not self.tls:
+                        extensions.insert(-1, "STARTTLS")
+                    for number, extension in enumerate(extensions):
+                        last = number == len(extensions) - 1
                         self._send(f"250{' ' if last else '-'}{extension}")
+            elif verb == "STARTTLS":
+                if app.tls_context is None or self.tls:
+                    self._send("504 5.7.4 Unable to negotiate TLS at this time.")
+                    continue
+                context = app.tls_context
+                self._send("220 2.0.0 Ready to start TLS.")
+                self.connection = context.wrap_socket(self.connection, server_side=True)
+                self.rfile = self.connection.makefile("rb")
+                self.wfile = self.connection.makefile("wb")
+                self.tls = True
+                helo, mail_from, rcpts = None, None, []  # RFC 3207 4.2: forget what came before
             elif verb == "MAIL":
                 if helo is None:
                     self._send("503 5.5.1 Polite people say EHLO first.")

@@ -24,6 +24,7 @@ def _empty() -> dict[str, Any]:
         "accounts": {},
         "apiKeys": {},
         "hooks": {},
+        "certificates": {},
         "mailboxes": {},
         "emails": {},
         "blobs": {},
