@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-stalwart test-deploy images lint bench clean deploy deploy-check lint-deploy wheelhouse
+.PHONY: run test test-ui test-stalwart test-deploy images lint bench clean deploy deploy-check lint-deploy wheelhouse
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import venv' 2>/dev/null || (apt-get update && apt-get install -y python3-venv)
@@ -31,7 +31,14 @@ $(SPF_SUITE): $(STAMP)
 		&& mv pyspf-2.0.14/test/rfc7208-tests.yml . || echo "RFC 7208 suite not downloaded: those tests skip"
 
 test: lint $(SPF_SUITE)
-	PYSPF_TESTSUITE=$(abspath $(SPF_SUITE)) $(BIN)/pytest -q -p no:cacheprovider -n 2 -m 'not container and not deploy'
+	PYSPF_TESTSUITE=$(abspath $(SPF_SUITE)) $(BIN)/pytest -q -p no:cacheprovider -n 2 -m 'not container and not deploy and not browser'
+
+# The dashboard in a real browser: Debian's chromium (installed here when missing; never a browser
+# download of Playwright's own) driven by Playwright against a running appliance. Every page a test
+# visits is kept as a screenshot under build/screenshots (or $UI_SCREENSHOTS).
+test-ui: $(STAMP)
+	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/pytest -q -p no:cacheprovider -m browser
 
 # The images the container tests run (built locally: no registry here; cached when present).
 images:
