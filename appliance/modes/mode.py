@@ -17,6 +17,7 @@ from litestar.types import ControllerRouterHandler
 
 from appliance.api import agent_and_admin_routes
 from appliance.api.auth import Credentials
+from appliance.dashboard import dashboard_routes, template_config
 from appliance.modes.services import services
 from appliance.runtime import Runtime
 
@@ -51,7 +52,8 @@ class Mode(InitPluginProtocol):
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         """Mount the routes, the dependencies and the lifespan (Litestar calls this while building the app)."""
         app_config.route_handlers.extend([*agent_and_admin_routes(self.runtime.config), *self.jmap_routes(),
-                                          *self.intake_routes()])
+                                          *self.intake_routes(), *dashboard_routes(self.runtime.config)])
+        app_config.template_config = template_config()  # the dashboard's pages (nothing else renders templates)
         app_config.dependencies.update({**services(self.runtime), **self.providers()})
         app_config.lifespan.append(self._lifespan)
         return app_config

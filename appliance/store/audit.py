@@ -13,7 +13,9 @@ __all__ = [
     "DecisionCount",
     "DecisionPage",
     "DecisionView",
+    "HourCount",
     "SeqAccount",
+    "Tally",
     "ThreadAdmission",
     "chain_agents",
     "chain_heads",
@@ -23,6 +25,7 @@ __all__ = [
     "decision_reason",
     "decision_views",
     "decisions_page",
+    "decisions_per_hour",
     "delete_chain_prefix",
     "delete_heads",
     "event_count",
@@ -39,6 +42,8 @@ __all__ = [
     "present_decisions",
     "row_hash_at",
     "seq_account",
+    "top_refusals",
+    "top_senders",
     "top_seq",
     "update_heads",
 ]
@@ -417,3 +422,42 @@ def decision_views(con: duckdb.DuckDBPyConnection, agent: str, decision_ids: lis
                         [decision_ids, agent]).fetchall()
     return [DecisionView(decision_id=r[0], action=r[1], reason=r[2], rule=r[3], capabilities=r[4], spf=r[5],
                          dkim=r[6], dmarc=r[7], ts=r[8], thread_id=r[9], intake=r[10]) for r in found]
+
+
+# the dashboard's reads (appliance.dashboard)
+
+
+class HourCount(msgspec.Struct, frozen=True, kw_only=True):
+    """Decisions with one action in one hour (``hour``: the hour's start, naive UTC)."""
+
+    hour: datetime
+    action: str
+    count: int
+
+
+class Tally(msgspec.Struct, frozen=True, kw_only=True):
+    """How many decisions share one value (a sender, a reason)."""
+
+    value: str
+    count: int
+
+
+def decisions_per_hour(con: duckdb.DuckDBPyConnection, since: datetime) -> list[HourCount]:
+    """Inbound decisions since ``since`` counted by hour and action, in time order (sends are not counted)."""
+    return [HourCount(hour=hour, action=action, count=int(n)) for hour, action, n in con.execute(
+        "SELECT date_trunc('hour', ts) AS hour, action, count(*) FROM decisions WHERE ts >= ? "
+        "AND intake <> 'outbound' GROUP BY ALL ORDER BY ALL", [since]).fetchall()]
+
+
+def top_senders(con: duckdb.DuckDBPyConnection, since: datetime, limit: int = 10) -> list[Tally]:
+    """The From addresses with the most inbound decisions since ``since``, most first."""
+    return [Tally(value=str(v), count=int(n)) for v, n in con.execute(
+        "SELECT lower(header_from), count(*) AS n FROM decisions WHERE ts >= ? AND intake <> 'outbound' "
+        "AND header_from IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1 LIMIT ?", [since, limit]).fetchall()]
+
+
+def top_refusals(con: duckdb.DuckDBPyConnection, since: datetime, limit: int = 10) -> list[Tally]:
+    """The reasons of decisions that did not accept, since ``since``, most first."""
+    return [Tally(value=str(v), count=int(n)) for v, n in con.execute(
+        "SELECT coalesce(reason, action), count(*) AS n FROM decisions WHERE ts >= ? AND action <> 'accept' "
+        "GROUP BY 1 ORDER BY n DESC, 1 LIMIT ?", [since, limit]).fetchall()]

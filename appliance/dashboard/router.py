@@ -1,0 +1,47 @@
+"""The dashboard as one Litestar Router at ``/ui``, and its static files at ``/ui/static``.
+
+Every page is listed in ``_PAGES``; the router gives each the session guard (and its CSRF check
+on POST), the security headers, the login redirect and the ``sessions``/``ui_session``
+dependencies. A page's other needs (``db``, ``config``, ``policies``...) come from the mode's
+services, as for the API's handlers.
+"""
+
+from __future__ import annotations
+
+__all__ = ["dashboard_routes"]
+
+from litestar import Router
+from litestar.di import Provide
+from litestar.static_files import create_static_files_router
+from litestar.types import ControllerRouterHandler
+
+from appliance.config import ApplianceConfig
+from appliance.dashboard.guard import LoginRequired, login_redirect, session_guard, ui_session
+from appliance.dashboard.headers import security_headers
+from appliance.dashboard.login import login_form, login_submit, logout
+from appliance.dashboard.overview import overview
+from appliance.dashboard.pages import STATIC
+from appliance.dashboard.session import SessionBook
+
+_PAGES: list[ControllerRouterHandler] = [
+    login_form, login_submit, logout,
+    overview,
+]
+"""Every dashboard route (paths relative to ``/ui``)."""
+
+
+def dashboard_routes(config: ApplianceConfig) -> list[ControllerRouterHandler]:
+    """The ``/ui`` router (its own session book: sessions belong to one running app) and the static files."""
+    sessions = SessionBook(lifetime=config.http.session_hours * 3600)
+
+    def provide_sessions() -> SessionBook:
+        return sessions
+
+    ui = Router(path="/ui", route_handlers=_PAGES, guards=[session_guard(sessions)],
+                middleware=[security_headers], exception_handlers={LoginRequired: login_redirect},
+                dependencies={"sessions": Provide(provide_sessions, sync_to_thread=False),
+                              "ui_session": Provide(ui_session, sync_to_thread=False)},
+                include_in_schema=False)
+    static = create_static_files_router(path="/ui/static", directories=[STATIC], name="ui_static",
+                                        middleware=[security_headers], include_in_schema=False)
+    return [ui, static]
