@@ -22,6 +22,7 @@ __all__ = [
     "HttpConfig",
     "OutboundConfig",
     "ReadingConfig",
+    "RetentionConfig",
     "SmtpConfig",
     "StalwartConfig",
     "ToolConfig",
@@ -42,7 +43,8 @@ import msgspec
 from appliance.errors import ConfigError, Problem
 from appliance.mailauth.dns import parse_nameserver
 
-_SECTIONS = frozenset({"http", "smtp", "dns", "hook", "delivery", "reading", "outbound", "stalwart", "domains"})
+_SECTIONS = frozenset({"http", "smtp", "dns", "hook", "delivery", "reading", "outbound", "stalwart", "domains",
+                       "retention"})
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -196,6 +198,15 @@ class DomainsConfig(_Section, frozen=True):
     """The ``mode`` of the MTA-STS policy served at ``/.well-known/mta-sts.txt`` (RFC 8461)."""
 
 
+class RetentionConfig(_Section, frozen=True):
+    """What the appliance keeps beside the audit rows (which follow each policy's ``auditLog.retentionDays``)."""
+
+    refused_raw_days: Annotated[int, msgspec.Meta(ge=0)] = 7
+    """Days the raw bytes of refused messages (bounced, tempfailed, dropped) are kept, so that
+    ``appliance policy replay`` can judge them again under another policy; 0 keeps none. Accepted and
+    quarantined mail is in the store already."""
+
+
 class DeliveryConfig(_Section, frozen=True):
     max_body_chars: Annotated[int, msgspec.Meta(ge=1)] = 100_000
     """Longest ``text``/``html`` put inline in a webhook payload; longer bodies are cut and flagged."""
@@ -274,6 +285,7 @@ class ApplianceConfig(_Section, frozen=True):
     outbound: OutboundConfig = msgspec.field(default_factory=OutboundConfig)
     stalwart: StalwartConfig = msgspec.field(default_factory=StalwartConfig)
     domains: DomainsConfig = msgspec.field(default_factory=DomainsConfig)
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     tools: list[ToolConfig] = msgspec.field(default_factory=list)
     agents: list[AgentConfig] = msgspec.field(default_factory=list)
     base_dir: str = "."

@@ -112,6 +112,7 @@ class Runtime:
             resolver=resolver_for(config.dns.nameservers, config.dns.timeout, offline=config.dns.offline),
             hostname=config.hostname, max_message_size=config.smtp.max_message_size,
             max_body_chars=config.delivery.max_body_chars, reader=self.reader, reading=reading,
+            refused_raw_days=config.retention.refused_raw_days,
         )
         self.reception.on_committed = lambda _: self.wake_dispatcher()
         self._start_scheduler()
@@ -228,12 +229,13 @@ class Runtime:
             if policy is None:
                 continue
             days = policy.audit_log.retention_days
-            removed += await self.db.write(functools.partial(_retain, agent=agent, days=days, now=now))
+            removed += await self.db.write(functools.partial(
+                _retain, agent=agent, days=days, now=now, raw_days=self.config.retention.refused_raw_days))
         await self.db.write(lambda con: PersistentLimits.compact(con, time.time()))
         return removed
 
 
-def _retain(con: duckdb.DuckDBPyConnection, *, agent: str, days: int, now: datetime) -> int:
-    removed = apply_retention(con, agent, days, now)
+def _retain(con: duckdb.DuckDBPyConnection, *, agent: str, days: int, now: datetime, raw_days: int) -> int:
+    removed = apply_retention(con, agent, days, now, refused_raw_days=raw_days)
     remove_finished(con, agent=agent, before=now - timedelta(days=days))
     return removed

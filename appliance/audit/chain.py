@@ -22,7 +22,7 @@ import duckdb
 import msgspec
 
 from appliance.store import audit as audit_rows
-from appliance.store import messages
+from appliance.store import evidence, messages
 from appliance.store.database import Batch, utc
 
 GENESIS = "0" * 64
@@ -254,15 +254,21 @@ def _verify_stored_messages(con: duckdb.DuckDBPyConnection) -> None:
         page = messages.admitted_after(con, since, after=page[-1])
 
 
-def apply_retention(con: duckdb.DuckDBPyConnection, agent: str, retention_days: int, now: datetime) -> int:
+def apply_retention(con: duckdb.DuckDBPyConnection, agent: str, retention_days: int, now: datetime, *,
+                    refused_raw_days: int | None = None) -> int:
     """Remove the agent's rows from days older than ``retention_days``; return how many.
 
     ``now`` is naive UTC.
 
-    Whole UTC days go; the removed prefix of the chain is replaced by a checkpoint.
+    Whole UTC days go; the removed prefix of the chain is replaced by a checkpoint. The decisions'
+    evidence (``appliance.store.evidence``) goes with them, and with ``refused_raw_days`` the bytes of
+    refused messages older than that many days (0: all of them).
     """
     cutoff_day = (now - timedelta(days=retention_days)).date()
     cutoff = datetime(cutoff_day.year, cutoff_day.month, cutoff_day.day)
+    if refused_raw_days is not None:
+        evidence.delete_refused_raw_before(con, agent, now - timedelta(days=refused_raw_days))
+    evidence.delete_evidence_before(con, agent, cutoff)
     through = audit_rows.last_seq_before(con, agent, cutoff)
     if through is None:
         return 0

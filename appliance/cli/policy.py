@@ -1,21 +1,26 @@
-"""``appliance policy check`` and ``appliance policy explain``."""
+"""``appliance policy check``, ``appliance policy explain`` and ``appliance policy replay``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from appliance.audit.replay import history_replay
+from appliance.cli import backend
 from appliance.errors import InputError, MalformedMessage, Problem
 from appliance.gate import AuthSummary, Decision, Envelope, InMemoryLimits, TraceStep, assess
+from appliance.gate.replay import ReplayReport
 from appliance.guards import scanned_parts
 from appliance.inbound.replies import SmtpReply, smtp_reply
-from appliance.mail import parse_message, read_for_gate
+from appliance.mail import ReadingLimits, parse_message, read_for_gate
 from appliance.mailauth import DnsResolver
 from appliance.policy import MailPolicy, load_policy
 
@@ -39,6 +44,15 @@ def register(groups: Any) -> None:
     explain.add_argument("--now", type=float, default=None, metavar="UNIX_SECONDS")
     explain.add_argument("--json", action="store_true", help="one JSON object on stdout")
     explain.set_defaults(handler=run_explain)
+
+    replay = sub.add_parser("replay", help="judge an agent's recorded history again under another policy")
+    backend.add_config_argument(replay)
+    replay.add_argument("--agent", required=True, help="the agent whose history is replayed")
+    replay.add_argument("--policy", type=Path, required=True, help="the policy to try (.py, .toml, .yaml, .json)")
+    replay.add_argument("--since", default="30d",
+                        help="how far back: 30d, 12h, 90m, 2w, or an ISO date or time (UTC unless it says)")
+    replay.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    replay.set_defaults(handler=run_replay)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -122,9 +136,81 @@ def render(decision: Decision, envelope: Envelope) -> str:
              f"from <{envelope.mail_from}> to {', '.join(envelope.rcpt_to) or '-'}",
              f"auth: spf={decision.auth.spf} dkim={decision.auth.dkim} dmarc={decision.auth.dmarc}"]
     width = max((len(t.step) for t in decision.trace), default=0)
-    for t in decision.trace:
-        lines.append(f"{t.step:<{width}}  {t.outcome:<10} {t.detail}")
+    lines.extend(trace_line(t, width) for t in decision.trace)
     caps = ", ".join(decision.capabilities) or "none"
     lines.append(f"=> {decision.action}" + (f" ({decision.reason})" if decision.reason else "")
                  + f": {smtp_reply(decision).line()}; capabilities: {caps}")
+    return "\n".join(lines)
+
+
+def trace_line(step: TraceStep, width: int = 0) -> str:
+    """One gate step as ``explain`` shows it: step, outcome, why."""
+    return f"{step.step:<{width}}  {step.outcome:<10} {step.detail}"
+
+
+@backend.reports_failures
+def run_replay(args: argparse.Namespace) -> int:
+    policy = load_policy(args.policy)
+    since = parse_since(args.since, datetime.now(UTC).replace(tzinfo=None))
+    config = backend.load(args)
+    agent = args.agent.strip().lower()
+    if config.agent(agent) is None:
+        known = ", ".join(a.address for a in config.agents) or "none"
+        raise InputError([Problem(source="--agent", path="", reason=f"{args.agent!r} is not an agent of "
+                                  f"{args.config} (its agents: {known})")])
+    r = config.reading
+    reading = ReadingLimits(max_header_bytes=r.max_header_bytes, max_header_fields=r.max_header_fields,
+                            max_header_line=r.max_header_line, max_parts=r.max_parts, max_depth=r.max_depth)
+
+    def held(api: backend.AdminApi) -> ReplayReport:
+        raise backend.CommandFailed(f"the database is held by the appliance running at {api.base_url}; policy "
+                                    "replay reads the file itself: run it with the appliance stopped (or on a "
+                                    "copy of its data_dir taken while it was stopped)")
+
+    report = backend.run(config, local=lambda con: history_replay(con, agent=agent, policy=policy, since=since,
+                                                                  reading=reading), remote=held)
+    if args.json:
+        sys.stdout.buffer.write(msgspec.json.encode(report) + b"\n")
+    else:
+        print(render_replay(report, args.policy))
+    return 0
+
+
+_SPAN = re.compile(r"^(\d+)\s*([mhdw])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(value: str, now: datetime) -> datetime:
+    """``30d`` (m, h, d, w) before ``now``, or an ISO date or time; naive UTC. InputError naming --since otherwise."""
+    span = _SPAN.match(value.strip().lower())
+    if span:
+        return now - timedelta(**{_UNITS[span[2]]: int(span[1])})
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InputError([Problem(source="--since", path="", reason=f"expected a span like 30d, 12h, 90m or 2w, "
+                                  f"or an ISO date or time (2026-11-01, 2026-11-01T08:00Z), got {value!r}")]) from None
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment
+
+
+def render_replay(report: ReplayReport, policy: Path) -> str:
+    """The replay as a table: counts old action to new, then each flip with its deciding step."""
+    lines = [f"replay of {report.agent} since {report.since:%Y-%m-%d %H:%M} UTC under {policy}",
+             f"{report.decisions} decision(s): {report.replayed} replayed, {report.unchanged} unchanged, "
+             f"{len(report.flips)} changed, {len(report.not_replayable)} not replayable"]
+    if report.transitions:
+        lines += ["", f"{'old action':<12}    {'new action':<12} {'count':>6}"]
+        lines += [f"{t.old_action:<12} -> {t.new_action:<12} {t.count:>6}" for t in report.transitions]
+    if report.flips:
+        lines += ["", "changed:"]
+        for f in report.flips:
+            lines.append(f"  {f.decision_id}  {f.ts:%Y-%m-%d %H:%M}  from {f.sender or '-'}  {f.subject!r}")
+            old = f.old_action + (f" ({f.old_reason})" if f.old_reason else "")
+            new = f.new_action + (f" ({f.new_reason})" if f.new_reason else "")
+            lines.append(f"      {old} -> {new}  [{f.kind.replace('_', ' ')}]")
+            lines.append(f"      {trace_line(f.step)}")
+    if report.not_replayable:
+        lines += ["", "not replayable:"]
+        lines += [f"  {n.decision_id}  {n.ts:%Y-%m-%d %H:%M}  from {n.sender or '-'}  {n.action}: {n.reason} "
+                  f"({n.detail})" for n in report.not_replayable]
     return "\n".join(lines)

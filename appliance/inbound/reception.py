@@ -22,8 +22,9 @@ import msgspec
 from appliance.audit import DecisionRecord, append_decision
 from appliance.delivery.jobs import enqueue
 from appliance.delivery.payload import EventData, message_data, quarantine_data
-from appliance.gate import Decision, Envelope, evaluate, gather, read_bytes
+from appliance.gate import Decision, Envelope, Facts, evaluate, gather, read_bytes
 from appliance.gate.inspection import Inspection
+from appliance.gate.replay import RecordedFacts
 from appliance.inbound.readers import InlineReader, MessageReader
 from appliance.mail import (
     MessageBytes,
@@ -40,6 +41,7 @@ from appliance.outbound.dsn import parse_dsn
 from appliance.outbound.queue import bounce_from_dsn
 from appliance.policy.book import PolicyBook
 from appliance.store.database import Batch, Database, utc
+from appliance.store.evidence import Evidence, record_evidence
 from appliance.store.limits import PersistentLimits
 from appliance.store.messages import INBOX, QUARANTINE, StoredMessage, may_join_thread, resolve_thread, save_message
 
@@ -60,7 +62,8 @@ class Reception:
 
     def __init__(self, *, db: Database, policies: PolicyBook, resolver: Resolver, limits: PersistentLimits,
                  hostname: str, max_message_size: int, max_body_chars: int = 100_000,
-                 reader: MessageReader | None = None, reading: ReadingLimits | None = None) -> None:
+                 reader: MessageReader | None = None, reading: ReadingLimits | None = None,
+                 refused_raw_days: int = 7) -> None:
         self.db = db
         self.policies = policies
         self.resolver = resolver
@@ -76,6 +79,8 @@ class Reception:
         ``message.received`` then waits (``awaiting``) until ``appliance.stalwart.follower`` sees it stored."""
         self.on_committed: Callable[[Received], None] | None = None
         """Called after each committed decision, whichever intake it came from (wakes the dispatcher)."""
+        self.refused_raw_days = refused_raw_days
+        """``[retention] refused_raw_days``: 0 keeps no refused message's bytes (for ``policy replay``)."""
 
     def is_agent(self, address: str) -> bool:
         return self.policies.get(address) is not None
@@ -120,6 +125,7 @@ class Reception:
         record = _record(decision, envelope, parsed, raw, body_hash, intake=intake, now=now, size=facts.size,
                          latency_ms=latency_ms)
         stored = self._stored_copy(decision, parsed, message, now)
+        evidence, refused_raw = self._evidence(decision, facts, stored, raw, now)
         # A delivery report for one of the agent's own sent messages, whatever the gate made of the
         # report itself (the loop guard keeps it from the agent; an unmatched MAILER-DAEMON is refused).
         report = None
@@ -142,6 +148,7 @@ class Reception:
 
         def commit(batch: Batch) -> str | None:
             append_decision(batch, record)
+            record_evidence(batch, evidence, refused_raw)
             if report is not None:
                 bounce_from_dsn(batch, report, agent=agent, now=now)
             if decision.charge is not None:
@@ -189,6 +196,23 @@ class Reception:
             size=len(header) + len(raw),
             raw=header + raw,
         )
+
+    def _evidence(self, decision: Decision, facts: Facts, stored: StoredMessage | None, raw: bytes,
+                  now: float) -> tuple[Evidence, bytes | None]:
+        """What ``policy replay`` needs to judge this message again without DNS, and the bytes to keep.
+
+        A refused message's bytes are kept when it was read (one refused for what it is is judged
+        on that again, bytes or not) and ``refused_raw_days`` allows; a stored one's are in the store.
+        """
+        recorded = RecordedFacts(envelope=facts.envelope, decided_at=facts.now, thread_id=facts.thread_id,
+                                 size=facts.size, max_size=facts.max_size, auth=facts.auth,
+                                 unreadable=facts.unreadable)
+        evidence = Evidence(decision_id=decision.decision_id, agent=decision.agent, ts=utc(now), facts=recorded,
+                            email_id=stored.email_id if stored is not None else None,
+                            stored_prefix=len(self.trace_headers(decision)) if stored is not None else None)
+        keep = (stored is None and self.refused_raw_days > 0 and facts.message is not None
+                and facts.unreadable is None)
+        return evidence, raw if keep else None
 
     def trace_headers(self, decision: Decision) -> bytes:
         """Our Authentication-Results (RFC 8601) and decision header, prepended to the stored copy."""

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 __all__ = ["FAMILIES", "owner_of"]
 
-from appliance.store import audit, changes, deliveries, domains, jmap, limits, messages, outbound, reports, stalwart
+from appliance.store import (
+    audit,
+    changes,
+    deliveries,
+    domains,
+    evidence,
+    jmap,
+    limits,
+    messages,
+    outbound,
+    reports,
+    stalwart,
+)
 from appliance.store.schema import TableFamily
 
 FAMILIES: tuple[TableFamily, ...] = (
     audit.SCHEMA, messages.SCHEMA, limits.SCHEMA, deliveries.SCHEMA, outbound.SCHEMA, changes.SCHEMA,
-    jmap.SCHEMA, stalwart.SCHEMA, reports.SCHEMA, domains.SCHEMA,
+    jmap.SCHEMA, stalwart.SCHEMA, reports.SCHEMA, domains.SCHEMA, evidence.SCHEMA,
 )
 
 _OWNERS = {table: family.owner for family in FAMILIES for table in family.tables}
