@@ -16,6 +16,7 @@ from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
 from appliance.config import ApplianceConfig
+from appliance.dashboard.decisions import decision_message_html, decision_page, decisions_list
 from appliance.dashboard.guard import LoginRequired, login_redirect, session_guard, ui_session
 from appliance.dashboard.headers import security_headers
 from appliance.dashboard.login import login_form, login_submit, logout
@@ -26,6 +27,7 @@ from appliance.dashboard.session import SessionBook
 _PAGES: list[ControllerRouterHandler] = [
     login_form, login_submit, logout,
     overview,
+    decisions_list, decision_page, decision_message_html,
 ]
 """Every dashboard route (paths relative to ``/ui``)."""
 

@@ -12,6 +12,8 @@ __all__ = [
     "CheckpointMark",
     "DecisionCount",
     "DecisionPage",
+    "DecisionQuery",
+    "DecisionRow",
     "DecisionView",
     "HourCount",
     "SeqAccount",
@@ -23,6 +25,8 @@ __all__ = [
     "checkpoint_times",
     "decision_counts",
     "decision_reason",
+    "decision_reasons",
+    "decision_row",
     "decision_views",
     "decisions_page",
     "decisions_per_hour",
@@ -30,6 +34,7 @@ __all__ = [
     "delete_heads",
     "event_count",
     "export_parquet",
+    "find_decisions",
     "first_seq_through",
     "head_hashes",
     "insert_checkpoint",
@@ -461,3 +466,107 @@ def top_refusals(con: duckdb.DuckDBPyConnection, since: datetime, limit: int = 1
     return [Tally(value=str(v), count=int(n)) for v, n in con.execute(
         "SELECT coalesce(reason, action), count(*) AS n FROM decisions WHERE ts >= ? AND action <> 'accept' "
         "GROUP BY 1 ORDER BY n DESC, 1 LIMIT ?", [since, limit]).fetchall()]
+
+
+class DecisionRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A decision row as the dashboard shows it: every column but ``prev_hash``."""
+
+    seq: int
+    decision_id: str
+    ts: datetime
+    agent: str
+    client_ip: str | None
+    helo: str | None
+    mail_from: str | None
+    rcpt_to: list[str] | None
+    header_from: str | None
+    message_id: str | None
+    subject: str | None
+    thread_id: str | None
+    spf: str | None
+    dkim: str | None
+    dmarc: str | None
+    rule: int | None
+    action: str
+    reason: str | None
+    capabilities: list[str] | None
+    estimated_tokens: int | None
+    size: int | None
+    body_sha256: str | None
+    latency_ms: float | None
+    intake: str | None
+    detail: str | None
+    token_id: str | None
+    row_hash: str
+
+
+class DecisionQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """The dashboard's decision filters; pages go back in time by ``before`` (the last seq shown)."""
+
+    agent: str | None = None
+    sender: str | None = None
+    """An address (exact, case-insensitive) or a domain (``example.org``: it and its subdomains)."""
+    action: str | None = None
+    reason: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    text: str | None = None
+    """Words the subject contains (case-insensitive)."""
+    before: int | None = None
+    limit: int = 50
+
+
+_ROW_COLUMNS = ", ".join(DecisionRow.__struct_fields__)
+
+
+def _escaped(text: str) -> str:
+    """``text`` matched literally by LIKE ... ESCAPE '\\'."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def find_decisions(con: duckdb.DuckDBPyConnection, query: DecisionQuery) -> list[DecisionRow]:
+    """Decisions matching ``query``, newest first, at most ``limit`` (1 to 500)."""
+    where: list[str] = []
+    args: list[object] = []
+    if query.sender:
+        sender = query.sender.strip().lower()
+        if "@" in sender:
+            where.append("lower(header_from) = ?")
+            args.append(sender)
+        else:
+            where.append("(lower(header_from) LIKE ? ESCAPE '\\' OR lower(header_from) LIKE ? ESCAPE '\\')")
+            args.extend([f"%@{_escaped(sender)}", f"%.{_escaped(sender)}"])
+    for column, value in (("agent", query.agent.lower() if query.agent else None), ("action", query.action),
+                          ("reason", query.reason)):
+        if value:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if query.since is not None:
+        where.append("ts >= ?")
+        args.append(query.since)
+    if query.until is not None:
+        where.append("ts < ?")
+        args.append(query.until)
+    if query.text:
+        where.append("subject ILIKE ? ESCAPE '\\'")
+        args.append(f"%{_escaped(query.text.strip())}%")
+    if query.before is not None:
+        where.append("seq < ?")
+        args.append(query.before)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = con.execute(f"SELECT {_ROW_COLUMNS} FROM decisions {clause} ORDER BY seq DESC LIMIT ?",
+                       [*args, min(max(query.limit, 1), 500)]).fetchall()
+    return [DecisionRow(**dict(zip(DecisionRow.__struct_fields__, row, strict=True))) for row in rows]
+
+
+def decision_row(con: duckdb.DuckDBPyConnection, decision_id: str) -> DecisionRow | None:
+    """One decision, or None when there is no such decision."""
+    row = con.execute(f"SELECT {_ROW_COLUMNS} FROM decisions WHERE decision_id = ?", [decision_id]).fetchone()
+    return None if row is None else DecisionRow(**dict(zip(DecisionRow.__struct_fields__, row, strict=True)))
+
+
+def decision_reasons(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Every reason the decisions hold, in order (for the filter's choices)."""
+    return [str(r[0]) for r in con.execute(
+        "SELECT DISTINCT reason FROM decisions WHERE reason IS NOT NULL ORDER BY 1").fetchall()]
+

@@ -21,6 +21,7 @@ __all__ = [
     "add_delivery",
     "any_pending",
     "attempts_of",
+    "deliveries_of_decision",
     "delivery_counts",
     "delivery_state",
     "disable_endpoint",
@@ -458,3 +459,10 @@ def send_outcomes_of(con: duckdb.DuckDBPyConnection, email_id: str) -> list[Emai
     return [EmailEvent(event_type=event_type, payload=payload) for event_type, payload in con.execute(
         "SELECT event_type, payload FROM deliveries WHERE email_id = ? AND event_type IN "
         "('message.sent', 'message.bounced') ORDER BY created_at, delivery_id", [email_id]).fetchall()]
+
+
+def deliveries_of_decision(con: duckdb.DuckDBPyConnection, decision_id: str) -> list[DeliveryRecord]:
+    """The deliveries a decision made (its message.received and any later events), oldest first."""
+    rows = con.execute(f"SELECT {_SUMMARY} FROM deliveries WHERE decision_id = ? ORDER BY seq",
+                       [decision_id]).fetchall()
+    return [DeliveryRecord(**dict(zip(_RECORD, row, strict=True))) for row in rows]

@@ -7,9 +7,10 @@ at start-up (the last day of events, and lifetime totals per key).
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA", "PersistentLimits"]
+__all__ = ["SCHEMA", "PersistentLimits", "TokenSpend", "token_spend"]
 
 import duckdb
+import msgspec
 
 from appliance.gate.decision import LimitCharge
 from appliance.gate.limits import DAY, InMemoryLimits
@@ -77,3 +78,24 @@ class PersistentLimits(InMemoryLimits):
         con.execute("INSERT INTO limit_events SELECT key, ts, tokens FROM folded")
         con.execute("DROP TABLE folded")
         return old
+
+
+class TokenSpend(msgspec.Struct, frozen=True, kw_only=True):
+    """Tokens charged to one key: a thread (``kind`` thread) or an agent's sender rule (``kind`` day)."""
+
+    agent: str
+    subject: str
+    """The thread id, or the sender rule's key."""
+    tokens: int
+
+
+def token_spend(con: duckdb.DuckDBPyConnection, kind: str, *, since: float, limit: int = 20) -> list[TokenSpend]:
+    """The keys of ``kind`` (``thread`` or ``day``, as ``appliance.gate.limits`` names them) with the most
+    tokens charged since ``since`` (unix seconds; events folded by compaction count at their first time)."""
+    rows = con.execute("SELECT key, sum(tokens) AS t FROM limit_events WHERE key LIKE ? AND ts >= ? AND tokens > 0 "
+                       "GROUP BY key ORDER BY t DESC, key LIMIT ?", [f"{kind}|%", since, limit]).fetchall()
+    spent = []
+    for key, tokens in rows:
+        _, agent, subject = str(key).split("|", 2)
+        spent.append(TokenSpend(agent=agent, subject=subject, tokens=int(tokens)))
+    return spent

@@ -32,6 +32,7 @@ __all__ = [
     "may_join_thread",
     "message_agent",
     "message_count",
+    "message_of_decision",
     "message_raw",
     "message_received_at",
     "move_message",
@@ -363,3 +364,10 @@ def newest_sender(con: duckdb.DuckDBPyConnection, agent: str, mailbox: str, ids:
                         [agent, mailbox, ids]).fetchone()
     return MessageSender(str(found[0]), str(found[1])) if found else None
 
+
+def message_of_decision(con: duckdb.DuckDBPyConnection, decision_id: str) -> StoredMessage | None:
+    """The stored message a decision let in (accepted, quarantined, dropped), bytes included, or None."""
+    cols = _SUMMARY + ", keywords, raw"
+    row = con.execute(f"SELECT {cols} FROM messages WHERE decision_id = ? ORDER BY received_at LIMIT 1",
+                      [decision_id]).fetchone()
+    return None if row is None else StoredMessage(**dict(zip(cols.split(", "), row, strict=True)))

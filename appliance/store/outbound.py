@@ -8,6 +8,8 @@ __all__ = [
     "JobState",
     "QueuedJob",
     "QueuedThread",
+    "SentCount",
+    "SentReply",
     "StoredBlob",
     "StoredKey",
     "add_attempt",
@@ -27,10 +29,12 @@ __all__ = [
     "latest_queued_by_message_id",
     "mark_blobs_used",
     "next_attempt_after",
+    "outbound_counts",
     "queued_email_id",
     "queued_thread",
     "replace_key",
     "reschedule_job",
+    "sent_in_thread",
 ]
 
 from collections.abc import Sequence
@@ -365,3 +369,42 @@ def replace_key(batch: Batch, *, agent: str, key: str, request_sha256: str, emai
 def delete_keys_before(con: duckdb.DuckDBPyConnection, cutoff: float) -> int:
     """Delete the idempotency keys created before ``cutoff``; return how many."""
     return len(con.execute("DELETE FROM idempotency_keys WHERE created_at < ? RETURNING key", [cutoff]).fetchall())
+
+
+# -- the dashboard's reads ----------------------------------------------------------------------------------------
+
+
+class SentReply(msgspec.Struct, frozen=True, kw_only=True):
+    """A message an agent sent, with where its queue jobs stand."""
+
+    email_id: str
+    message_id: str
+    queued_at: datetime
+    size: int
+    jobs: list[JobState]
+
+
+class SentCount(msgspec.Struct, frozen=True, kw_only=True):
+    """Queue jobs of one agent in one status (queued, sent, failed, bounced), and their recipients."""
+
+    agent: str
+    status: str
+    jobs: int
+    recipients: int
+
+
+def sent_in_thread(con: duckdb.DuckDBPyConnection, agent: str, thread_id: str, *, since: datetime,
+                   limit: int = 50) -> list[SentReply]:
+    """What ``agent`` sent in ``thread_id`` at or after ``since``, oldest first (a decision's replies)."""
+    found = con.execute("SELECT email_id, message_id, queued_at, size FROM outbound_messages WHERE agent = ? "
+                        "AND thread_id = ? AND queued_at >= ? ORDER BY queued_at, email_id LIMIT ?",
+                        [agent, thread_id, since, limit]).fetchall()
+    return [SentReply(email_id=e, message_id=m, queued_at=q, size=int(s), jobs=jobs_of_message(con, e))
+            for e, m, q, s in found]
+
+
+def outbound_counts(con: duckdb.DuckDBPyConnection, *, since: float) -> list[SentCount]:
+    """Queue jobs queued since ``since`` (unix seconds) by agent and status, in that order."""
+    return [SentCount(agent=a, status=st, jobs=int(j), recipients=int(r)) for a, st, j, r in con.execute(
+        "SELECT agent, status, count(*), sum(len(recipients)) FROM outbound_jobs WHERE queued_at >= ? "
+        "GROUP BY ALL ORDER BY ALL", [since]).fetchall()]

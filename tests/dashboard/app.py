@@ -66,6 +66,22 @@ class DashboardApp:
         with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=10) as smtp:
             smtp.sendmail(mail_from, [rcpt], data)
 
+    def send_all(self, messages: list[tuple[str, str, str]]) -> list[int]:
+        """Several ``(raw, mail_from, rcpt)`` over one SMTP connection; each one's reply code (250, 550...)."""
+        codes = []
+        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=10) as smtp:
+            for raw, mail_from, rcpt in messages:
+                try:
+                    smtp.sendmail(mail_from, [rcpt], raw.encode())
+                    codes.append(250)
+                except smtplib.SMTPDataError as exc:
+                    codes.append(int(exc.smtp_code))
+                    smtp.rset()
+                except smtplib.SMTPRecipientsRefused as exc:
+                    codes.append(int(next(iter(exc.recipients.values()))[0]))
+                    smtp.rset()
+        return codes
+
     def offer(self, raw: bytes | str, *, mail_from: str, rcpt: str) -> int:
         """Like ``send``, for mail the gate may refuse: the SMTP reply code of the DATA (or RCPT) stage."""
         try:
