@@ -17,17 +17,33 @@ from litestar.types import ControllerRouterHandler
 
 from appliance.config import ApplianceConfig
 from appliance.dashboard.decisions import decision_message_html, decision_page, decisions_list
+from appliance.dashboard.deliveries import (
+    deliveries_list,
+    delivery_page,
+    delivery_replay,
+    delivery_retry,
+    endpoint_enable,
+)
+from appliance.dashboard.domains import domain_check, domain_page, domains_list
 from appliance.dashboard.guard import LoginRequired, login_redirect, session_guard, ui_session
 from appliance.dashboard.headers import security_headers
 from appliance.dashboard.login import login_form, login_submit, logout
 from appliance.dashboard.overview import overview
 from appliance.dashboard.pages import STATIC
+from appliance.dashboard.policies import policies_page
+from appliance.dashboard.quarantine import quarantine_delete, quarantine_list, quarantine_message, quarantine_release
+from appliance.dashboard.replay import replay_form, replay_run
 from appliance.dashboard.session import SessionBook
 
 _PAGES: list[ControllerRouterHandler] = [
     login_form, login_submit, logout,
     overview,
     decisions_list, decision_page, decision_message_html,
+    quarantine_list, quarantine_message, quarantine_release, quarantine_delete,
+    deliveries_list, delivery_page, delivery_retry, delivery_replay, endpoint_enable,
+    domains_list, domain_page, domain_check,
+    policies_page,
+    replay_form, replay_run,
 ]
 """Every dashboard route (paths relative to ``/ui``)."""
 

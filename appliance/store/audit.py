@@ -15,6 +15,7 @@ __all__ = [
     "DecisionQuery",
     "DecisionRow",
     "DecisionView",
+    "EventRow",
     "HourCount",
     "SeqAccount",
     "Tally",
@@ -33,6 +34,7 @@ __all__ = [
     "delete_chain_prefix",
     "delete_heads",
     "event_count",
+    "events_of",
     "export_parquet",
     "find_decisions",
     "first_seq_through",
@@ -570,3 +572,24 @@ def decision_reasons(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [str(r[0]) for r in con.execute(
         "SELECT DISTINCT reason FROM decisions WHERE reason IS NOT NULL ORDER BY 1").fetchall()]
 
+
+class EventRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One audit event (not a decision): when, what, for which agent, and its detail."""
+
+    ts: datetime
+    type: str
+    agent: str | None
+    detail: str
+
+
+def events_of(con: duckdb.DuckDBPyConnection, types: Sequence[str], *, agent: str | None = None,
+              limit: int = 100) -> list[EventRow]:
+    """The newest events of the given types (of ``agent`` when given), newest first."""
+    where = "type IN (SELECT unnest(?::VARCHAR[]))"
+    args: list[object] = [list(types)]
+    if agent is not None:
+        where += " AND agent = ?"
+        args.append(agent)
+    return [EventRow(ts=ts, type=str(kind), agent=who, detail=str(detail or "")) for ts, kind, who, detail in
+            con.execute(f"SELECT ts, type, agent, detail FROM events WHERE {where} ORDER BY ts DESC LIMIT ?",
+                        [*args, max(1, min(limit, 1000))]).fetchall()]
