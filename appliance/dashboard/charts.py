@@ -9,7 +9,7 @@ SHA-256 hash (``Chart.style_hash``), and no other inline style.
 
 from __future__ import annotations
 
-__all__ = ["BarSeries", "Chart", "bar_chart"]
+__all__ = ["COLOURS", "PALETTE", "BarSeries", "Chart", "bar_chart"]
 
 import base64
 import hashlib
@@ -31,10 +31,22 @@ _XLINK = "http://www.w3.org/1999/xlink"
 ET.register_namespace("", _SVG)
 ET.register_namespace("xlink", _XLINK)
 
-_STYLE = Style(background="transparent", plot_background="transparent", foreground="#222",
-               foreground_strong="#111", foreground_subtle="#999", opacity="0.85", opacity_hover="1",
-               colors=("#2e7d32", "#c62828", "#f9a825", "#6a1b9a", "#1565c0", "#546e7a", "#ad1457", "#00838f"),
-               font_family="system-ui, sans-serif")
+PALETTE = ("#1565c0", "#6a1b9a", "#00838f", "#ad1457", "#546e7a", "#f9a825", "#2e7d32", "#c62828")
+"""Colours of series that name none, in turn."""
+COLOURS = {
+    "accept": "#2e7d32", "delivered": "#2e7d32", "sent": "#2e7d32",
+    "quarantine": "#f9a825", "held": "#f9a825", "pending": "#f9a825", "awaiting": "#fbc02d", "queued": "#f9a825",
+    "tempfail": "#ef6c00", "drop": "#78909c", "stream": "#1565c0",
+    "bounce": "#c62828", "dead": "#c62828", "failed": "#b71c1c", "bounced": "#c62828",
+}
+"""A series named for an action or a status has the same colour in every chart (good green, bad red)."""
+
+
+def _style(colours: tuple[str, ...]) -> Style:
+    return Style(background="transparent", plot_background="transparent", foreground="#222",
+                 foreground_strong="#111", foreground_subtle="#999", opacity="0.9", opacity_hover="1",
+                 colors=colours, font_family="system-ui, sans-serif", label_font_size=11,
+                 major_label_font_size=11, legend_font_size=13, value_font_size=12, title_font_size=15)
 
 
 class BarSeries(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,13 +68,17 @@ class Chart(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def bar_chart(*, chart_id: str, title: str, x_labels: list[str], series: list[BarSeries], stacked: bool = False,
-              horizontal: bool = False, height: int = 320) -> Chart:
+              horizontal: bool = False, width: int = 900, height: int = 320) -> Chart:
     """A bar chart (stacked or side by side, vertical or horizontal) as inline SVG (``data-chart=chart_id``)."""
     kind = {(False, False): pygal.Bar, (True, False): pygal.StackedBar,
             (False, True): pygal.HorizontalBar, (True, True): pygal.HorizontalStackedBar}[(stacked, horizontal)]
-    chart = kind(js=[], style=_STYLE, disable_xml_declaration=True, print_values=not stacked, height=height,
-                 width=900, legend_at_bottom=True, legend_at_bottom_columns=6, x_label_rotation=0 if horizontal else 30,
-                 show_y_guides=True, margin=12, truncate_label=-1, print_zeroes=False)
+    spare = iter(PALETTE)
+    colours = tuple(COLOURS.get(one.name) or next(spare, "#455a64") for one in series)
+    longest = max((len(label) for label in x_labels), default=0)
+    rotate = 0 if horizontal or longest * 7 * len(x_labels) < width * 0.85 else 30
+    chart = kind(js=[], style=_style(colours or PALETTE), disable_xml_declaration=True, print_values=not stacked,
+                 height=height, width=width, legend_at_bottom=True, legend_at_bottom_columns=min(6, len(series) or 1),
+                 x_label_rotation=rotate, show_y_guides=True, margin=12, truncate_label=-1, print_zeroes=False)
     chart.title = title
     chart.x_labels = x_labels
     for one in series:

@@ -17,6 +17,7 @@ from __future__ import annotations
 __all__ = ["AttachmentView", "MessageView", "sanitize_html", "view_message"]
 
 import copy
+import re
 
 import msgspec
 import nh3
@@ -69,8 +70,16 @@ class MessageView(msgspec.Struct, frozen=True, kw_only=True):
     """True when text or HTML was longer than ``MAX_TEXT_CHARS`` and was cut."""
 
 
+_CSS_FUNCTION = re.compile(r"([a-z-]*)\s*\(", re.IGNORECASE)
+_COLOUR_FUNCTIONS = frozenset({"rgb", "rgba", "hsl", "hsla"})
+
+
 def _inline_images_only(tag: str, attribute: str, value: str) -> str | None:
+    """Images keep only inline data; a style keeps no CSS function but colours (no url(), expression(), var())."""
     if tag == "img" and attribute == "src" and not value.strip().lower().startswith("data:image/"):
+        return None
+    if attribute == "style" and ("\\" in value or any(
+            name.lower() not in _COLOUR_FUNCTIONS for name in _CSS_FUNCTION.findall(value))):
         return None
     return value
 

@@ -35,7 +35,7 @@ from appliance.store.database import Database
 
 ACTIONS = ("accept", "quarantine", "drop", "tempfail", "bounce")
 """The gate's actions, in the chart's order (good news first)."""
-DELIVERY_STATUSES = ("delivered", "pending", "held", "awaiting", "dead", "failed")
+DELIVERY_STATUSES = ("delivered", "stream", "pending", "awaiting", "held", "dead", "failed")
 """Delivery statuses in the chart's order; any other status found is added after them."""
 
 
@@ -141,7 +141,7 @@ def delivery_chart(counts: list[delivery_rows.DeliveryCount]) -> Chart:
                                     for a in agents]
         series.append(BarSeries(name=status, values=values))
     return bar_chart(chart_id="chart-delivery-health", title="Deliveries by status", stacked=True, horizontal=True,
-                     x_labels=agents, series=series, height=max(160, 90 + 40 * len(agents)))
+                     x_labels=agents, series=series, width=480, height=max(200, 110 + 36 * len(agents)))
 
 
 @get("/", name="ui_overview")

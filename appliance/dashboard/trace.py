@@ -46,7 +46,8 @@ def _passed(step: str, row: DecisionRow) -> TraceStep:
         return TraceStep(step="sender", outcome="match", detail=f"senders[{row.rule}]")
     if step == "verification":
         return TraceStep(step="verification", outcome="pass",
-                         detail=f"spf={row.spf or 'none'} dkim={row.dkim or 'none'} dmarc={row.dmarc or 'none'}")
+                         detail=f"what the rule required held (spf={row.spf or 'none'} dkim={row.dkim or 'none'} "
+                                f"dmarc={row.dmarc or 'none'})")
     return TraceStep(step=step, outcome="pass", detail="")
 
 
