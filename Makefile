@@ -37,7 +37,7 @@ test: lint $(SPF_SUITE)
 # download of Playwright's own) driven by Playwright against a running appliance. Every page a test
 # visits is kept as a screenshot under build/screenshots (or $UI_SCREENSHOTS).
 test-ui: $(STAMP)
-	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+	test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/pytest -q -p no:cacheprovider -m browser
 
 # The images the container tests run (built locally: no registry here; cached when present).

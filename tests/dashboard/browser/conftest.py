@@ -17,16 +17,20 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.dashboard.browser.operator import Operator
-from tests.dashboard.browser.stack import Stack, running_stack
+from tests.dashboard.browser.stack import Probe, Stack, running_stack
 
 CHROMIUM = Path(os.environ.get("UI_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = Path(os.environ.get("UI_SCREENSHOTS") or Path(__file__).resolve().parents[3] / "build" / "screenshots")
 
 
+_TAKEN: list[Path] = []
+"""Every screenshot this run took (for the summary line)."""
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if SCREENSHOTS.is_dir() and any(SCREENSHOTS.rglob("*.png")):
-        count = sum(1 for _ in SCREENSHOTS.rglob("*.png"))
-        terminalreporter.write_line(f"browser screenshots: {count} under {SCREENSHOTS}")
+    if _TAKEN:
+        folders = len({shot.parent for shot in _TAKEN})
+        terminalreporter.write_line(f"browser screenshots: {len(_TAKEN)} from {folders} test(s) under {SCREENSHOTS}")
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +54,13 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 @pytest.fixture
+def probe() -> Iterator[Probe]:
+    """A server that records every request: where a hostile message's script would call home."""
+    with Probe() as running:
+        yield running
+
+
+@pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
     """A page in a fresh browser context; console errors are printed with the test's output."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -68,6 +79,9 @@ def operator(page: Page, stack: Stack, request: pytest.FixtureRequest) -> Iterat
     shots = SCREENSHOTS / request.node.name
     shutil.rmtree(shots, ignore_errors=True)
     who = Operator(page, stack.base_url, shots)
-    yield who
-    if not page.is_closed():
-        who.shoot("end")
+    try:
+        yield who
+    finally:
+        if not page.is_closed():
+            who.shoot("end")  # the last state, failed test or not
+        _TAKEN.extend(who.taken)

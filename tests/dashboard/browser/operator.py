@@ -50,5 +50,5 @@ class Operator:
     def login(self, token: str) -> Page:
         """Log in through the dashboard's form with ``token``; lands on the overview."""
         self.visit("/ui/login", "login")
-        self.page.get_by_label(re.compile("token", re.I)).fill(token)
-        return self.submit(self.page.get_by_role("button", name=re.compile("log in", re.I)), "after login")
+        self.page.locator("#token").fill(token)
+        return self.submit(self.page.locator("#login-submit"), "overview after login")

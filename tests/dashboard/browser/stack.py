@@ -11,6 +11,7 @@ import contextlib
 import smtplib
 import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from tests.delivery.receiver import Answer, Received, WebhookReceiver
@@ -51,6 +52,40 @@ class Switchboard:
     def __call__(self, index: int, request: Received) -> Answer:
         with self._lock:
             return self._queued.pop(0) if self._queued else Answer()
+
+
+class Probe:
+    """An HTTP server that answers anything 204 and records the path of every request (a script's beacon)."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        probe = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _record(self) -> None:
+                probe.paths.append(self.path)
+                self.send_response(204)
+                self.send_header("access-control-allow-origin", "*")
+                self.end_headers()
+
+            do_GET = do_POST = do_OPTIONS = _record
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+
+    def __enter__(self) -> Probe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 class Stack:
