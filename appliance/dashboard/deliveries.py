@@ -38,6 +38,8 @@ VIEWS: tuple[View, ...] = ("attention", "failing", "pending", "failed", "dead", 
 Outcome = Literal["retried", "replayed", "enabled", "not-found", "refused", "not-disabled"]
 _PAGE = 200
 """Deliveries shown at most per view."""
+STATUS_CLASS = {"delivered": "accept", "held": "quarantine", "discarded": "drop", "stream": "drop"}
+"""The stylesheet's colour (``action-<name>``) of the statuses that have none of their own."""
 
 
 class DeliveriesFacts(msgspec.Struct, frozen=True, kw_only=True):
@@ -87,7 +89,8 @@ async def deliveries_list(db: NamedDependency[Database], config: NamedDependency
     facts = await db.read(lambda con: DeliveriesFacts(deliveries=_listed(con, status, chosen),
                                                       endpoints=manage.endpoint_states(con, urls)))
     return page("deliveries.html", current="deliveries", title="Deliveries", facts=facts, view=status, views=VIEWS,
-                agent=chosen or "", done=done, subject=subject, detail=detail, replayable=manage.REPLAYABLE)
+                agent=chosen or "", done=done, subject=subject, detail=detail, replayable=manage.REPLAYABLE,
+                status_class=STATUS_CLASS)
 
 
 @get("/deliveries/{delivery_id:str}", name="ui_delivery")
@@ -102,7 +105,7 @@ async def delivery_page(db: NamedDependency[Database], config: NamedDependency[A
                     what=f"delivery {delivery_id}")
     data = msgspec.json.format(msgspec.json.encode(found.data), indent=2).decode()
     return page("delivery.html", current="deliveries", title=f"Delivery {delivery_id}", d=found, data=data,
-                done=done, subject=subject, detail=detail, replayable=manage.REPLAYABLE)
+                done=done, subject=subject, detail=detail, replayable=manage.REPLAYABLE, status_class=STATUS_CLASS)
 
 
 async def _change(db: Database, dispatcher: Dispatcher, session: Session, delivery_id: str, back: str | None,

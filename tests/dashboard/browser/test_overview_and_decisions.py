@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from playwright.sync_api import expect
 
@@ -28,6 +29,22 @@ def test_after_login_the_overview_shows_its_chart_and_every_page_of_the_bar_open
         operator.submit(page.locator(f"#nav-{key}"), key)
         expect(page.locator(f"#nav-{key}")).to_have_attribute("aria-current", "page")
         expect(page.locator("h1")).to_be_visible()
+
+
+def test_a_domain_shows_each_record_to_publish_and_after_a_check_what_to_fix(operator: Operator, stack: Stack) -> None:
+    added = httpx.post(f"{stack.base_url}/api/v1/domains", json={"domain": "example.test"},
+                       headers={"authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60)
+    assert added.status_code == 201, added.text
+    page = operator.login(ADMIN_TOKEN)
+    operator.visit("/ui/domains", "domains")
+    operator.submit(page.locator('tr.domain[data-domain="example.test"] a'), "the domain, unchecked")
+    records = page.locator("tr.record")
+    expect(records.first).to_have_attribute("data-state", "unchecked")
+    operator.submit(page.locator("#check-now"), "the domain, checked")
+    expect(page.locator("#domain-verdict")).to_have_text("Some records need fixing")  # its DNS knows no name
+    missing = page.locator('tr.record[data-state="missing"]')
+    assert missing.count() == records.count() > 3
+    expect(missing.first.locator("td.fix")).not_to_be_empty()
 
 
 def test_decisions_are_filtered_by_action_and_one_opens_with_its_trace(operator: Operator, stack: Stack) -> None:
