@@ -47,19 +47,20 @@ def _next(target: str) -> str:
     return "/ui/"
 
 
-def _login_page(request: Request[Any, Any, Any], config: ApplianceConfig, *, error: str = "",
-                status_code: int = 200) -> Template:
+def _login_page(request: Request[Any, Any, Any], *, error: str = "", status_code: int = 200) -> Template:
     token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
     response = page("login.html", current="", title="Log in", status_code=status_code, login_csrf=token,
                     error=error, next=_next(request.query_params.get("next", "")))
-    response.cookies.append(_cookie(LOGIN_CSRF_COOKIE, token, secure=_secure(request, config), max_age=_LOGIN_CSRF_AGE))
+    # Secure only when this request is HTTPS: a login nonce, not a credential; the session cookie follows public_url
+    response.cookies.append(_cookie(LOGIN_CSRF_COOKIE, token, secure=request.url.scheme == "https",
+                                    max_age=_LOGIN_CSRF_AGE))
     return response
 
 
 @get("/login", opt={PUBLIC: True}, name="ui_login", sync_to_thread=False)
-def login_form(request: Request[Any, Any, Any], config: NamedDependency[ApplianceConfig]) -> Template:
+def login_form(request: Request[Any, Any, Any]) -> Template:
     """The login form (one field: the admin token)."""
-    return _login_page(request, config)
+    return _login_page(request)
 
 
 @post("/login", opt={PUBLIC: True}, status_code=303)
@@ -72,14 +73,14 @@ async def login_submit(request: Request[Any, Any, Any], config: NamedDependency[
         raise PermissionDeniedException("CSRF token missing or wrong: reload the login page and submit again")
     token = form.get("token", "")
     if not (isinstance(token, str) and credentials(request).is_admin(token.strip())):
-        return _login_page(request, config, error="That is not the admin token.", status_code=401)
+        return _login_page(request, error="That is not the admin token.", status_code=401)
     session_id, session = sessions.open(time.time())
     target = form.get("next", "")
     response = Redirect(_next(target if isinstance(target, str) else ""), status_code=303)
     secure = _secure(request, config)
     response.cookies.append(_cookie(SESSION_COOKIE, session_id, secure=secure,
                                     max_age=int(session.expires - session.created)))
-    response.cookies.append(_cookie(LOGIN_CSRF_COOKIE, "", secure=secure, max_age=0))
+    response.cookies.append(_cookie(LOGIN_CSRF_COOKIE, "", secure=request.url.scheme == "https", max_age=0))
     return response
 
 
