@@ -10,7 +10,8 @@ session is checked before the body is read, so a stranger's upload is refused un
 
 from __future__ import annotations
 
-__all__ = ["CSRF_FIELD", "CSRF_HEADER", "PUBLIC", "LoginRequired", "login_redirect", "session_guard", "ui_session"]
+__all__ = ["CSRF_FIELD", "CSRF_HEADER", "PUBLIC", "LoginRequired", "error_page", "login_redirect", "session_guard",
+           "ui_session"]
 
 import time
 from collections.abc import Awaitable, Callable
@@ -19,9 +20,9 @@ from urllib.parse import quote
 
 from litestar import Request
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
-from litestar.response import Redirect, Response
+from litestar.response import Redirect, Response, Template
 
 from appliance.dashboard.session import SESSION_COOKIE, Session, SessionBook, tokens_match
 
@@ -65,6 +66,17 @@ def ui_session(request: Request[Any, Any, Any]) -> Session:
     """The request's session (the guard put it there): a dependency for handlers that need its token."""
     session: Session = request.state.ui_session
     return session
+
+
+def error_page(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Exception handler: a dashboard error as a page (a 403 for a stale form says what to do), not JSON."""
+    status = exc.status_code
+    headings = {400: "Bad request", 401: "Not logged in", 403: "Refused", 404: "Not found", 405: "Not allowed",
+                413: "Too large", 503: "Starting"}
+    return Template(template_name="error.html", status_code=status, headers=exc.headers,
+                    context={"nav": (), "current": "", "title": headings.get(status, "Error"),
+                             "heading": headings.get(status, "Error"), "status_code": status,
+                             "detail": str(exc.detail)[:500]})
 
 
 def login_redirect(request: Request[Any, Any, Any], exc: LoginRequired) -> Response[Any]:

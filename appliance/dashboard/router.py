@@ -12,6 +12,7 @@ __all__ = ["dashboard_routes"]
 
 from litestar import Router
 from litestar.di import Provide
+from litestar.exceptions import HTTPException
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
@@ -25,7 +26,7 @@ from appliance.dashboard.deliveries import (
     endpoint_enable,
 )
 from appliance.dashboard.domains import domain_check, domain_page, domains_list
-from appliance.dashboard.guard import LoginRequired, login_redirect, session_guard, ui_session
+from appliance.dashboard.guard import LoginRequired, error_page, login_redirect, session_guard, ui_session
 from appliance.dashboard.headers import security_headers
 from appliance.dashboard.login import login_form, login_submit, logout
 from appliance.dashboard.overview import overview
@@ -55,8 +56,8 @@ def dashboard_routes(config: ApplianceConfig) -> list[ControllerRouterHandler]:
     def provide_sessions() -> SessionBook:
         return sessions
 
-    ui = Router(path="/ui", route_handlers=_PAGES, guards=[session_guard(sessions)],
-                middleware=[security_headers], exception_handlers={LoginRequired: login_redirect},
+    ui = Router(path="/ui", route_handlers=_PAGES, guards=[session_guard(sessions)], middleware=[security_headers],
+                exception_handlers={LoginRequired: login_redirect, HTTPException: error_page},  # pages, not JSON
                 dependencies={"sessions": Provide(provide_sessions, sync_to_thread=False),
                               "ui_session": Provide(ui_session, sync_to_thread=False)},
                 include_in_schema=False)

@@ -72,7 +72,10 @@ def test_the_admin_bearer_token_is_not_a_session(dashboard: DashboardApp) -> Non
 
 def test_a_post_without_or_with_a_wrong_csrf_token_is_403(dashboard: DashboardApp) -> None:
     client, csrf = dashboard.login()
-    assert client.post("/ui/logout", data={}).status_code == 403
+    refused = client.post("/ui/logout", data={})
+    assert refused.status_code == 403
+    assert refused.headers["content-type"].startswith("text/html") and "CSRF token missing or wrong" in refused.text
+    assert "content-security-policy" in refused.headers
     assert client.post("/ui/logout", data={"_csrf": csrf + "x"}).status_code == 403
     assert client.post("/ui/logout", headers={"x-csrf-token": "wrong"}, data={"_csrf": csrf}).status_code == 403
     assert client.get("/ui/").status_code == 200  # still logged in: nothing was done
