@@ -7,11 +7,14 @@ import hashlib
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Callable
 
+import pytest
 from defusedxml.ElementTree import fromstring
 
+from appliance.config import ApplianceConfig
 from tests.conftest import AGENT, OTHER_AGENT
-from tests.dashboard.app import DashboardApp
+from tests.dashboard.app import ADMIN_TOKEN, DashboardApp, serve_dashboard
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -80,3 +83,32 @@ def test_senders_refusals_and_delivery_health_are_counted(dashboard: DashboardAp
     shown = dict(re.findall(r'data-status="([a-z_]+)">.*?<td class="num">(\d+)</td>', page))
     assert shown == {status: str(n) for status, n in statuses} and sum(n for _, n in statuses) >= 3
     assert 'id="part-appliance">ready<' in page
+
+
+BUDGET_POLICY = """
+defaultAction = "bounce"
+
+[[senders]]
+match = { domain = "example.net" }
+tokenBudget = { perThread = 5000, perDay = 20000 }
+"""
+
+
+def test_token_spend_is_shown_against_the_budgets_that_apply(make_config: Callable[..., ApplianceConfig],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_APPLIANCE_ADMIN_TOKEN", ADMIN_TOKEN)
+    with serve_dashboard(make_config(mode="sandbox", policies={AGENT: BUDGET_POLICY})) as app:
+        app.send_all([(plain("a@example.net", n), "a@example.net", AGENT) for n in range(2)])
+        spent = dict(app.runtime.db.read_sync(lambda con: con.execute(
+            "SELECT split_part(key, '|', 1), sum(tokens) FROM limit_events GROUP BY 1").fetchall()))
+        assert spent["thread"] > 0 and spent["day"] == spent["thread"]
+        client, _ = app.login()
+        page = client.get("/ui/").text
+    days = re.findall(r'<tr class="spend-day"><td>([^<]+)</td><td>([^<]+)</td><td class="num">(\d+)</td>'
+                      r'<td class="num">(\d+)</td>', page)
+    assert days == [(AGENT, "example.net", str(spent["day"]), "20000")]
+    threads = re.findall(r'<tr class="spend-thread"><td>[^<]+</td><td class="mono">[^<]+</td><td class="num">(\d+)</td>'
+                         r'<td class="num">(\d+)</td>', page)
+    assert len(threads) == 2 and {b for _, b in threads} == {"5000"}
+    assert sum(int(t) for t, _ in threads) == spent["thread"]
+    assert page.count('<meter min="0" max="5000"') == 2
