@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ BIN = Path(sys.executable).parent
 MAIL_PORTS = frozenset({22, 25, 465, 587, 993, 443})
 """What the firewall opens (issue 12): SSH, SMTP, submissions, submission, IMAPS, HTTPS."""
 AGENT = "agent@example.test"
+HOSTNAME = "mx.example.test"
 SENDER = "alice@example.net"
 
 
@@ -211,6 +212,30 @@ def send_mail(host: str, subject: str) -> None:
         smtp.send_message(message)
 
 
+def https_certificate(host: str) -> bytes:
+    """The DER certificate ``host``:443 presents for HOSTNAME (read, not verified: Caddy's internal CA)."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection((host, 443), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname=HOSTNAME) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def starttls_certificate(host: str) -> bytes | None:
+    """The DER certificate SMTP on ``host``:25 presents after STARTTLS; None when it offers no STARTTLS."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with smtplib.SMTP(host, 25, timeout=30) as smtp:
+        smtp.ehlo("test.example.net")
+        if not smtp.has_extn("starttls"):
+            return None
+        smtp.starttls(context=context)
+        assert isinstance(smtp.sock, ssl.SSLSocket)
+        return smtp.sock.getpeercert(binary_form=True)
+
+
 def connects(host: str, port: int) -> bool:
     """Whether a TCP connection to ``host``:``port`` is accepted within 3 s."""
     try:
@@ -370,7 +395,11 @@ def site_overrides(webhook_url: str, wheelhouse: Path) -> dict[str, Any]:
     return {
         "stalwart_image": standin_image(),
         "appliance_wheelhouse": str(wheelhouse),
-        "tls_enabled": False,
+        "hostname": HOSTNAME,
+        # Caddy's own CA: no ACME CA is reachable here. The appliance looks for a new certificate every 3 s.
+        "tls_enabled": True,
+        "tls_issuer": "internal",
+        "appliance_tls_check_interval": 3,
         "swap_enabled": False,
         "appliance_agents": [{"address": AGENT, "webhook_url": webhook_url, "policy": policy}],
     }
@@ -475,6 +504,18 @@ def test_message_to_port_25_reaches_the_webhook(deployment: Deployment) -> None:
     assert "Lunch on Friday?" in json.dumps(body)
 
 
+def test_smtp_presents_the_certificate_https_uses(deployment: Deployment) -> None:
+    address = deployment.target.address
+    served = https_certificate(address)
+    deadline = time.monotonic() + 90  # the copy runs at deploy; the appliance looks every 3 s
+    presented = starttls_certificate(address)
+    while presented != served and time.monotonic() < deadline:
+        time.sleep(1)
+        presented = starttls_certificate(address)
+    assert presented == served, deployment.target.ssh(
+        "sudo ls -l /var/lib/appliance-tls; sudo journalctl -u appliance -n 40 --no-pager").stdout
+
+
 @pytest.mark.timeout(1800)
 def test_run_interrupted_half_way_converges_when_run_again(tmp_path: Path, wheelhouse: Path) -> None:
     if not SITE.exists():
@@ -484,21 +525,49 @@ def test_run_interrupted_half_way_converges_when_run_again(tmp_path: Path, wheel
         env = ansible_env(password)
         prepare_engine(target, inventory, env)
         # Killed once the appliance role has begun (base and docker done, the appliance half-installed).
-        with subprocess.Popen([str(BIN / "ansible-playbook"), "-i", str(inventory), str(SITE)], cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True) as interrupted:
-            assert interrupted.stdout is not None
-            seen = []
-            for line in interrupted.stdout:
-                seen.append(line)
-                if re.match(r"TASK \[appliance : ", line) and sum("TASK [appliance" in s for s in seen) >= 3:
-                    os.killpg(interrupted.pid, signal.SIGKILL)
-                    break
-            interrupted.wait(timeout=60)
-        assert interrupted.returncode == -signal.SIGKILL, "".join(seen[-40:])
+        run_until(SITE, inventory, env, at=lambda seen: sum("TASK [appliance : " in line for line in seen) >= 3)
         again = run_playbook(SITE, inventory, env=env)
         assert again.returncode == 0 and again.recap is not None and again.recap.failed == 0, again.explain()
         assert target.ssh("systemctl is-active appliance").stdout.strip() == "active"
         assert connects(target.address, 25)
         third = run_playbook(SITE, inventory, env=env)
         assert third.recap is not None and third.recap.changed == 0, third.explain()
+
+        # An upgrade killed after the new configuration is written, before its handler restarts the
+        # appliance: the next run (same change, so nothing left to write or notify) still restarts it.
+        change = ("-e", "appliance_tls_check_interval=4")
+        run_until(SITE, inventory, env, *change,
+                  at=lambda seen: seen[-1].startswith("TASK [appliance : Look for the pinned Stalwart image"))
+        config = "/etc/appliance/appliance.toml"
+        assert "tls_check_interval = 4" in target.ssh(f"sudo cat {config}").stdout
+        assert started_at(target) < written_at(target, config)  # the old process still runs
+        fourth = run_playbook(SITE, inventory, *change, env=env)
+        assert fourth.returncode == 0 and fourth.recap is not None and fourth.recap.changed >= 1, fourth.explain()
+        assert started_at(target) >= written_at(target, config), fourth.explain()
+
+
+def run_until(playbook: Path, inventory: Path, env: dict[str, str], *extra: str,
+              at: Callable[[list[str]], bool]) -> None:
+    """ansible-playbook killed (SIGKILL, its whole process group) once ``at`` holds of its output so far."""
+    with subprocess.Popen([str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), *extra], cwd=REPO,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True) as running:
+        assert running.stdout is not None
+        seen = []
+        for line in running.stdout:
+            seen.append(line)
+            if at(seen):
+                os.killpg(running.pid, signal.SIGKILL)
+                break
+        running.wait(timeout=60)
+    assert running.returncode == -signal.SIGKILL, "".join(seen[-40:])
+
+
+def started_at(target: DeployTarget) -> int:
+    """When the appliance's unit last became active, in Unix seconds."""
+    shown = target.ssh("systemctl show appliance --property=ActiveEnterTimestamp --timestamp=unix --value")
+    return int(shown.stdout.strip().lstrip("@"))
+
+
+def written_at(target: DeployTarget, path: str) -> int:
+    return int(target.ssh(f"sudo stat -c %Y {path}").stdout.strip())
