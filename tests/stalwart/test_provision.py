@@ -167,7 +167,8 @@ def presented_certificate(port: int) -> bytes:
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
         client.starttls(context=context)
-        der = client.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
+        assert isinstance(client.sock, ssl.SSLSocket)
+        der = client.sock.getpeercert(binary_form=True)
     assert der is not None
     return der
 
