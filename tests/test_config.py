@@ -49,7 +49,8 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
     ('mode = "cloud"\n', "appliance.toml: mode: expected one of 'sandbox', 'stalwart', got 'cloud'"),
     ('[smtp]\nlisen = "x"\n', "appliance.toml: smtp.lisen: unknown field (check its spelling)"),
     ('[[agents]]\naddress = "a@example.test"\npolicy = "missing.toml"\n', "agents[0].policy: no such file"),
-    ('[stalwart]\ntls_certificate = "/etc/tls/cert.pem"\n', "stalwart: tls_certificate and tls_private_key go together"),
+    ('[stalwart]\ntls_certificate = "/etc/tls/cert.pem"\n',
+     "stalwart: tls_certificate and tls_private_key go together"),
     ('[stalwart]\ntls_certificate = "cert.pem"\ntls_private_key = "/k.pem"\n',
      "stalwart.tls_certificate: expected an absolute path (Stalwart reads it there), got 'cert.pem'"),
 ])
