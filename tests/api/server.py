@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import uvicorn
+from litestar import Litestar
 
 from appliance.app import create_app
 from appliance.config import ApplianceConfig
@@ -19,6 +20,7 @@ from appliance.runtime import Runtime
 class Served:
     url: str
     runtime: Runtime
+    app: Litestar
 
 
 @contextmanager
@@ -34,7 +36,7 @@ def serve(config: ApplianceConfig, port: int = 0) -> Iterator[Served]:
         time.sleep(0.01)
     bound = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield Served(url=f"http://127.0.0.1:{bound}", runtime=app.state.runtime)
+        yield Served(url=f"http://127.0.0.1:{bound}", runtime=app.state.runtime, app=app)
     finally:
         app.state.runtime.begin_shutdown()  # as `appliance run` does on SIGTERM: end the event streams
         server.should_exit = True

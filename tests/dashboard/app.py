@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import re
 import smtplib
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
-import uvicorn
 
-from appliance.app import create_app
 from appliance.config import ApplianceConfig
 from appliance.modes.sandbox import SandboxMode
 from appliance.runtime import Runtime
+from tests.api.server import serve
 
 ADMIN_TOKEN = "dashboard-admin-secret"
 """The admin token the fixture's appliance runs with (``TEST_APPLIANCE_ADMIN_TOKEN``)."""
@@ -96,24 +93,12 @@ class DashboardApp:
 @contextmanager
 def serve_dashboard(config: ApplianceConfig) -> Iterator[DashboardApp]:
     """``config`` (sandbox mode) served by uvicorn on a free loopback port, with its SMTP server on another."""
-    app = create_app(config)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on",
-                                           timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    mode = app.plugins.get(SandboxMode)
-    assert mode.smtp_server is not None
-    served = DashboardApp(url=f"http://127.0.0.1:{port}", smtp_port=mode.smtp_server.port, runtime=app.state.runtime)
-    try:
-        yield served
-    finally:
-        for client in served.clients:
-            client.close()
-        app.state.runtime.begin_shutdown()
-        server.should_exit = True
-        thread.join(15)
+    with serve(config) as running:
+        mode = running.app.plugins.get(SandboxMode)
+        assert mode.smtp_server is not None
+        served = DashboardApp(url=running.url, smtp_port=mode.smtp_server.port, runtime=running.runtime)
+        try:
+            yield served
+        finally:
+            for client in served.clients:
+                client.close()
