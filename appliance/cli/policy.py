@@ -22,7 +22,7 @@ from appliance.guards import scanned_parts
 from appliance.inbound.replies import SmtpReply, smtp_reply
 from appliance.mail import ReadingLimits, parse_message, read_for_gate
 from appliance.mailauth import DnsResolver
-from appliance.policy import MailPolicy, load_policy
+from appliance.policy import MailPolicy, load_policy, policy_to_builtins
 
 
 def register(groups: Any) -> None:
@@ -162,13 +162,13 @@ def run_replay(args: argparse.Namespace) -> int:
     reading = ReadingLimits(max_header_bytes=r.max_header_bytes, max_header_fields=r.max_header_fields,
                             max_header_line=r.max_header_line, max_parts=r.max_parts, max_depth=r.max_depth)
 
-    def held(api: backend.AdminApi) -> ReplayReport:
-        raise backend.CommandFailed(f"the database is held by the appliance running at {api.base_url}; policy "
-                                    "replay reads the file itself: run it with the appliance stopped (or on a "
-                                    "copy of its data_dir taken while it was stopped)")
+    def remote(api: backend.AdminApi) -> ReplayReport:
+        # The running appliance replays in its own process; the policy goes as its document.
+        request = {"agent": agent, "since": since.isoformat() + "Z", "policy": policy_to_builtins(policy)}
+        return api.post("/api/v1/policies/replay/", into=ReplayReport, json=request)
 
     report = backend.run(config, local=lambda con: history_replay(con, agent=agent, policy=policy, since=since,
-                                                                  reading=reading), remote=held)
+                                                                  reading=reading), remote=remote, api_timeout=600)
     if args.json:
         sys.stdout.buffer.write(msgspec.json.encode(report) + b"\n")
     else:
