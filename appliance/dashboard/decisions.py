@@ -32,6 +32,7 @@ from appliance.policy.book import PolicyBook
 from appliance.store import audit as audit_rows
 from appliance.store.database import Database
 from appliance.store.deliveries import DeliveryRecord, deliveries_of_decision
+from appliance.store.evidence import refused_raws
 from appliance.store.messages import StoredMessage, message_of_decision
 from appliance.store.outbound import SentReply, sent_in_thread
 
@@ -109,6 +110,8 @@ async def decisions_list(db: NamedDependency[Database], config: NamedDependency[
 class _DecisionFacts(msgspec.Struct, frozen=True, kw_only=True):
     row: audit_rows.DecisionRow
     message: StoredMessage | None
+    refused_raw: bytes | None
+    """A refused message's bytes, while ``[retention] refused_raw_days`` keeps them (for replay)."""
     deliveries: list[DeliveryRecord]
     replies: list[SentReply]
 
@@ -119,8 +122,16 @@ def _read_decision(con: duckdb.DuckDBPyConnection, decision_id: str) -> _Decisio
         return None
     replies = (sent_in_thread(con, row.agent, row.thread_id, since=row.ts)
                if row.thread_id and row.intake != "outbound" else [])
-    return _DecisionFacts(row=row, message=message_of_decision(con, decision_id),
+    message = message_of_decision(con, decision_id)
+    refused = refused_raws(con, [decision_id]).get(decision_id) if message is None else None
+    return _DecisionFacts(row=row, message=message, refused_raw=refused,
                           deliveries=deliveries_of_decision(con, decision_id), replies=replies)
+
+
+def _raw_of(con: duckdb.DuckDBPyConnection, decision_id: str) -> bytes | None:
+    """The bytes to show for a decision: the stored copy, else a refused message's kept bytes."""
+    stored = message_of_decision(con, decision_id)
+    return stored.raw if stored is not None else refused_raws(con, [decision_id]).get(decision_id)
 
 
 def _rule_label(policies: PolicyBook, row: audit_rows.DecisionRow) -> str:
@@ -140,8 +151,9 @@ async def decision_page(decision_id: FromPath[str], db: NamedDependency[Database
         return page("not_found.html", current="decisions", title="Not found", status_code=404,
                     what=f"decision {decision_id}")
     view: MessageView | None = None
-    if facts.message is not None:
-        view = await anyio.to_thread.run_sync(view_message, facts.message.raw)
+    raw = facts.message.raw if facts.message is not None else facts.refused_raw
+    if raw is not None:
+        view = await anyio.to_thread.run_sync(view_message, raw)
     row = facts.row
     return page("decision.html", current="decisions", title=f"Decision {row.decision_id}", row=row,
                 trace=recorded_trace(row), decider=deciding_step(row), rule_label=_rule_label(policies, row),
@@ -154,9 +166,9 @@ _FRAME = """<!doctype html><html><head><meta charset="utf-8"><title>message</tit
 @get("/decisions/{decision_id:str}/html", name="ui_decision_html")
 async def decision_message_html(decision_id: FromPath[str], db: NamedDependency[Database]) -> Response[str]:
     """The message's HTML, sanitized, as a document of its own under ``MESSAGE_CSP`` (for the sandboxed frame)."""
-    stored = await db.read(lambda con: message_of_decision(con, decision_id))
+    raw = await db.read(lambda con: _raw_of(con, decision_id))
     body = ""
-    if stored is not None:
-        body = (await anyio.to_thread.run_sync(view_message, stored.raw)).html
-    return Response(_FRAME.format(body), media_type="text/html", status_code=200 if stored is not None else 404,
+    if raw is not None:
+        body = (await anyio.to_thread.run_sync(view_message, raw)).html
+    return Response(_FRAME.format(body), media_type="text/html", status_code=200 if raw is not None else 404,
                     headers={"content-security-policy": MESSAGE_CSP})

@@ -108,7 +108,11 @@ def test_a_decision_page_shows_trace_auth_capabilities_and_deliveries(seeded: Da
     page = client.get(f"/ui/decisions/{bounced}").text
     steps = re.findall(r'data-step="([a-z]+)"><td>[a-z]+</td><td>([^<]*)</td>', page)
     assert steps == [("parse", "pass"), ("sender", "no match"), ("decision", "bounce")]
-    assert 'id="message-missing"' in page and "sender_not_allowed" in page
+    assert "sender_not_allowed" in page
+    # a refused message's bytes are kept for [retention] refused_raw_days (7 here): shown, made safe
+    assert 'id="message-missing"' not in page and "body 4" in page and "none: refused" in page
+    frame = client.get(f"/ui/decisions/{bounced}/html")
+    assert frame.status_code == 200 and frame.headers["content-security-policy"].startswith("sandbox")
 
     assert client.get("/ui/decisions/no-such-decision").status_code == 404
 
