@@ -61,10 +61,11 @@ def _moment(value: str, field: str, problems: list[str]) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(value.strip())
-    except ValueError:
+        # an offset can carry a time past year 1 or 9999 in UTC: OverflowError, a problem, not a 500
+        return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+    except (ValueError, OverflowError):
         problems.append(f"{field}: expected a date and time such as 2026-12-03T14:00 (UTC), got {value!r}")
         return None
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def parse_filters(filters: DecisionFilters, before: int | None) -> tuple[audit_rows.DecisionQuery, list[str]]:

@@ -42,6 +42,8 @@ _TAGS = set(nh3.ALLOWED_TAGS) - {"map", "area"}
 _ATTRIBUTES = copy.deepcopy(nh3.ALLOWED_ATTRIBUTES)
 _ATTRIBUTES["a"] = {"hreflang", "title"}  # no href: see the module's docstring
 _ATTRIBUTES["*"] = {"style", "title", "dir", "lang", "align"}
+for _quoting in ("q", "blockquote", "del", "ins"):
+    _ATTRIBUTES[_quoting] = _ATTRIBUTES.get(_quoting, set()) - {"cite"}  # a sender's URL, unchecked by nh3
 for _table in ("table", "td", "th", "tr"):
     _ATTRIBUTES[_table] = _ATTRIBUTES.get(_table, set()) | {"bgcolor", "width", "height", "valign", "border",
                                                              "cellpadding", "cellspacing"}

@@ -1,10 +1,11 @@
 """The Replay page: an agent's recorded history judged again under another policy, before it goes live.
 
 The form takes the agent, the policy (pasted or uploaded as TOML, YAML or JSON, or the path of a
-file on the appliance) and how far back to go; the replay is ``appliance.audit.replay``'s, the same
-``appliance policy replay`` runs, with the appliance's own reading limits. Nothing is changed:
-the replay reads the history and reports what would have been decided. A Python policy is code,
-and is not run from a web form: the dashboard takes the data formats only.
+file in the appliance's configuration directory) and how far back to go; the replay is
+``appliance.audit.replay``'s, the same ``appliance policy replay`` runs, with the appliance's own
+reading limits. Nothing is changed: the replay reads the history and reports what would have been
+decided. A Python policy is code, and is not run from a web form: the dashboard takes the data
+formats only.
 """
 
 from __future__ import annotations
@@ -56,19 +57,29 @@ def load_candidate(text: str, fmt: str) -> MailPolicy:
             raise CandidateError("; ".join(f"{p.path or 'policy'}: {p.reason}" for p in exc.problems)) from None
 
 
-def _load_path(value: str) -> MailPolicy:
-    path = Path(value).expanduser()
-    suffix = path.suffix.lower().lstrip(".")
+def _load_path(value: str, config: ApplianceConfig) -> MailPolicy:
+    """The policy file at ``value`` (relative to the configuration's directory), which must lie inside it.
+
+    A web form must not make the appliance read whatever file it can (its secrets, /etc): a load
+    error names fields of the file it read, so any file elsewhere (or in the data directory, which
+    holds keys) is refused before it is opened.
+    """
+    suffix = Path(value).suffix.lower().lstrip(".")
     if suffix not in (*FORMATS, "yml"):
-        raise CandidateError(f"{path}: expected a .toml, .yaml, .yml or .json file (a Python policy is code: "
+        raise CandidateError(f"{value}: expected a .toml, .yaml, .yml or .json file (a Python policy is code: "
                              "replay it with `appliance policy replay`)")
+    base = config.path(".").resolve()
+    path = (base / value).resolve()  # resolve: neither ../ nor a symlink leads out
+    if not path.is_relative_to(base) or path.is_relative_to(config.data_path.resolve()):
+        raise CandidateError(f"policy_path: {value!r} is outside the configuration directory {base} "
+                             "(or inside its data directory): put the candidate policy there, or paste or upload it")
     try:
         return load_policy(path)
     except PolicyError as exc:
         raise CandidateError(str(exc)) from None
 
 
-async def _candidate(form: Any) -> tuple[MailPolicy, str]:
+async def _candidate(form: Any, config: ApplianceConfig) -> tuple[MailPolicy, str]:
     """The policy the form gives and how to name it: the uploaded file, else the pasted text, else the path."""
     fmt = str(form.get("format") or "toml")
     upload = form.get("policy_file")
@@ -85,7 +96,7 @@ async def _candidate(form: Any) -> tuple[MailPolicy, str]:
         return load_candidate(text, fmt), f"the pasted {fmt.upper()} policy"
     path = str(form.get("policy_path") or "").strip()
     if path:
-        return _load_path(path), path
+        return _load_path(path, config), path
     raise CandidateError("policy: paste one, upload a file or give the path of one")
 
 
@@ -130,7 +141,7 @@ async def replay_run(request: Request[Any, Any, Any], db: NamedDependency[Databa
             since = parse_since(since_text, datetime.now(UTC).replace(tzinfo=None))
         except InputError as exc:
             raise CandidateError("since: " + "; ".join(p.reason for p in exc.problems)) from None
-        policy, name = await _candidate(form)
+        policy, name = await _candidate(form, config)
     except CandidateError as exc:
         return _form_page(config, fields, error=str(exc), status_code=400)
     report = await replay_history(db, agent, policy, since, reading=reader.limits)
