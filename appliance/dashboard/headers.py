@@ -8,13 +8,15 @@ own ``Content-Security-Policy`` keeps it (the message frame's is stricter still:
 
 from __future__ import annotations
 
-__all__ = ["MESSAGE_CSP", "PAGE_CSP", "page_csp", "security_headers"]
+__all__ = ["MESSAGE_CSP", "PAGE_CSP", "page_csp", "security_headers", "unrouted_security_headers"]
 
 from collections.abc import Iterable
 
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+PREFIX = "/ui"
 
 _PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'{styles}; img-src 'self' data:; "
              "frame-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -48,17 +50,29 @@ def security_headers(app: ASGIApp) -> ASGIApp:
             return
 
         async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableScopeHeaders.from_message(message)
-                csp = headers.get("content-security-policy")
-                if csp is None:
-                    headers["content-security-policy"] = PAGE_CSP
-                headers["x-frame-options"] = "SAMEORIGIN" if csp == MESSAGE_CSP else "DENY"
-                for name, value in _COMMON.items():
-                    if name not in headers:
-                        headers[name] = value
+            _add_headers(message)
             await send(message)
 
         await app(scope, receive, send_with_headers)
 
     return middleware
+
+
+def _add_headers(message: Message) -> None:
+    if message["type"] == "http.response.start":
+        headers = MutableScopeHeaders.from_message(message)
+        csp = headers.get("content-security-policy")
+        if csp is None:
+            headers["content-security-policy"] = PAGE_CSP
+        headers["x-frame-options"] = "SAMEORIGIN" if csp == MESSAGE_CSP else "DENY"
+        for name, value in _COMMON.items():
+            if name not in headers:
+                headers[name] = value
+
+
+async def unrouted_security_headers(message: Message, scope: Scope) -> None:
+    """The same headers on what Litestar answers under /ui before any dashboard route runs (a 404 of an
+    unknown path, a 405 of a method no page takes): an app-level ``before_send`` hook."""
+    path = scope.get("path", "")
+    if scope["type"] == ScopeType.HTTP and (path == PREFIX or path.startswith(PREFIX + "/")):
+        _add_headers(message)

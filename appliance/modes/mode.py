@@ -18,6 +18,7 @@ from litestar.types import ControllerRouterHandler
 from appliance.api import agent_and_admin_routes
 from appliance.api.auth import Credentials
 from appliance.dashboard import dashboard_routes, template_config
+from appliance.dashboard.headers import unrouted_security_headers
 from appliance.modes.services import services
 from appliance.runtime import Runtime
 
@@ -54,6 +55,7 @@ class Mode(InitPluginProtocol):
         app_config.route_handlers.extend([*agent_and_admin_routes(self.runtime.config), *self.jmap_routes(),
                                           *self.intake_routes(), *dashboard_routes(self.runtime.config)])
         app_config.template_config = template_config()  # the dashboard's pages (nothing else renders templates)
+        app_config.before_send.append(unrouted_security_headers)  # /ui's 404s and 405s Litestar answers itself
         app_config.dependencies.update({**services(self.runtime), **self.providers()})
         app_config.lifespan.append(self._lifespan)
         return app_config

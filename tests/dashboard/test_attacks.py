@@ -127,3 +127,15 @@ def test_static_files_do_not_leave_their_folder(dashboard: DashboardApp) -> None
                  "/ui/static/%2e%2e%2f%2e%2e%2fconfig.py"):
         response = client.get(path)
         assert response.status_code == 404 and "import" not in response.text, path
+
+
+def test_what_litestar_answers_itself_under_ui_carries_the_security_headers(dashboard: DashboardApp) -> None:
+    client, _ = dashboard.login()
+    for method, path, status in (("GET", "/ui/no-such-page/at/all", 404), ("GET", "/ui/logout", 405),
+                                 ("PUT", "/ui/", 405)):
+        answer = client.request(method, path)
+        assert answer.status_code == status, (method, path)
+        assert answer.headers.get("content-security-policy", "").startswith("default-src 'self'"), (method, path)
+        assert answer.headers.get("x-frame-options") == "DENY" and answer.headers.get("cache-control") == "no-store"
+    api = client.get("/api/v1/no-such-thing")  # outside /ui: the API's answers are not the dashboard's
+    assert api.status_code in (401, 404) and "x-frame-options" not in api.headers
