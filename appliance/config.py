@@ -41,6 +41,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from appliance.errors import ConfigError, Problem
+from appliance.mail.wire import ReadingLimits
 from appliance.mailauth.dns import parse_nameserver
 
 _SECTIONS = frozenset({"http", "smtp", "dns", "hook", "delivery", "reading", "outbound", "stalwart", "domains",
@@ -106,6 +107,12 @@ class ReadingConfig(_Section, frozen=True):
     """MIME parts in a message (attached messages' included); over it ``message_too_complex``."""
     max_depth: Annotated[int, msgspec.Meta(ge=1)] = 50
     """Nesting of multiparts and attached messages; deeper is ``message_too_complex``."""
+
+    def limits(self) -> ReadingLimits:
+        """The limits one reading of a message works under (the readers, the gate, ``policy replay``)."""
+        return ReadingLimits(max_header_bytes=self.max_header_bytes, max_header_fields=self.max_header_fields,
+                             max_header_line=self.max_header_line, max_parts=self.max_parts,
+                             max_depth=self.max_depth)
 
 
 class DnsConfig(_Section, frozen=True):

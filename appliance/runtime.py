@@ -32,7 +32,6 @@ from appliance.domains.keys import DkimKeys
 from appliance.domains.service import poll_domains
 from appliance.inbound.readers import ReaderPool
 from appliance.inbound.reception import Reception
-from appliance.mail import ReadingLimits
 from appliance.mailauth.dns import resolver_for
 from appliance.outbound.service import Outbox, appliance_secrets
 from appliance.outbound.worker import OutboundWorker, start_outbound
@@ -102,8 +101,7 @@ class Runtime:
                            if a.api_key_env and os.environ.get(a.api_key_env)}
         limits = await self.db.read(lambda con: PersistentLimits.load(con, time.time()))
         r = config.reading
-        reading = ReadingLimits(max_header_bytes=r.max_header_bytes, max_header_fields=r.max_header_fields,
-                                max_header_line=r.max_header_line, max_parts=r.max_parts, max_depth=r.max_depth)
+        reading = r.limits()
         self.reader = ReaderPool(processes=r.processes, deadline=r.deadline, memory_mb=r.memory_mb, limits=reading)
         self._stop_hooks.append(self.reader.close)
         await self.reader.start()

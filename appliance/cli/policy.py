@@ -20,7 +20,7 @@ from appliance.gate import AuthSummary, Decision, Envelope, InMemoryLimits, Trac
 from appliance.gate.replay import ReplayReport
 from appliance.guards import scanned_parts
 from appliance.inbound.replies import SmtpReply, smtp_reply
-from appliance.mail import ReadingLimits, parse_message, read_for_gate
+from appliance.mail import parse_message, read_for_gate
 from appliance.mailauth import DnsResolver
 from appliance.policy import MailPolicy, load_policy, policy_to_builtins
 
@@ -158,9 +158,7 @@ def run_replay(args: argparse.Namespace) -> int:
         known = ", ".join(a.address for a in config.agents) or "none"
         raise InputError([Problem(source="--agent", path="", reason=f"{args.agent!r} is not an agent of "
                                   f"{args.config} (its agents: {known})")])
-    r = config.reading
-    reading = ReadingLimits(max_header_bytes=r.max_header_bytes, max_header_fields=r.max_header_fields,
-                            max_header_line=r.max_header_line, max_parts=r.max_parts, max_depth=r.max_depth)
+    reading = config.reading.limits()
 
     def remote(api: backend.AdminApi) -> ReplayReport:
         # The running appliance replays in its own process; the policy goes as its document.
