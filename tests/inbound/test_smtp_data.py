@@ -8,10 +8,19 @@ against the behaviour of aiosmtpd's line-by-line one.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable
 
 import pytest
 
+from appliance.inbound.smtp_data import (
+    CHUNK_END,
+    LINE_TOO_LONG,
+    TOO_MUCH_DATA,
+    DataRefusal,
+    DataStream,
+    unstuff,
+)
 from appliance.runtime import Runtime
 from tests.conftest import AGENT
 from tests.inbound import test_smtp
@@ -178,3 +187,82 @@ BARE_LINE_ENDS_REPLY = (
 """The one rule for bare CR/LF (appliance.mail) refuses it; the DATA reader passed it on whole."""
 EMPTY_MESSAGE_REPLY = "550 5.6.0 Malformed message: expected exactly one From header, found 0"
 """An empty message reaches the gate (as b"") and is refused there, not by the DATA reader."""
+
+
+# The DATA phase's core (appliance.inbound.smtp_data), against a line-by-line reading of RFC 5321
+# 4.5.2 on random streams cut at random places: the intake's reader cuts at CHUNK_END, the network
+# anywhere.
+
+def read_by_lines(stream: bytes, size_limit: int) -> tuple[bytes | DataRefusal, int]:
+    """RFC 5321 4.5.2 the slow way: the outcome, and the octets DATA took from the stream."""
+    position, lines = 0, []
+    while True:
+        end = stream.index(b"\r\n", position)
+        line, position = stream[position:end], end + 2
+        if line == b".":
+            break
+        lines.append(line)
+    offset = 0
+    for line in lines:  # the first line to reach 1000 octets, if no later than the size limit
+        if len(line) >= 1000 and (not size_limit or offset + 1000 <= size_limit):
+            return LINE_TOO_LONG, position
+        offset += len(line) + 2
+    if size_limit and offset > size_limit:
+        return TOO_MUCH_DATA, position
+    return b"".join((line[1:] if line.startswith(b".") else line) + b"\r\n" for line in lines), position
+
+
+def read_by_chunks(stream: bytes, size_limit: int, cuts: list[int]) -> tuple[bytes | DataRefusal, int]:
+    data = DataStream(size_limit)
+    taken, previous = 0, 0
+    for cut in [*cuts, len(stream)]:
+        taken += data.feed(stream[previous:cut])
+        previous = cut
+        if data.ended:
+            break
+    assert data.ended
+    if size_limit:
+        assert data.held <= size_limit + 1
+    refusal = data.refusal()
+    return (refusal if refusal is not None else data.message()), taken
+
+
+PIECES = [b".", b"..", b"\r\n", b"\r", b"\n", b"x", b"\r\n.", b".\r\n", b"\r\n.\r", b"y" * 997,
+          b"z" * 120]
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_chunked_reading_agrees_with_reading_line_by_line(seed: int) -> None:
+    rng = random.Random(seed)
+    stream = b"".join(rng.choice(PIECES) for _ in range(rng.randrange(0, 40)))
+    stream += b"\r\n.\r\nNOOP\r\n"  # a terminator somewhere, and a pipelined command after it
+    cuts = sorted(rng.sample(range(len(stream)), min(len(stream), rng.randrange(0, 12))))
+    size_limit = rng.choice([0, 0, rng.randrange(1, len(stream) + 2)])
+    assert read_by_chunks(stream, size_limit, cuts) == read_by_lines(stream, size_limit)
+
+
+@pytest.mark.parametrize("stream", [b".\r\n", b"\r\n.\r\n", b"a\r\n.\r\n", b"..\r\n.\r\n"])
+def test_every_cut_of_a_short_stream_ends_in_the_same_place(stream: bytes) -> None:
+    expected = read_by_lines(stream + b"QUIT\r\n", 0)
+    for cut in range(len(stream) + 1):
+        assert read_by_chunks(stream + b"QUIT\r\n", 0, [cut]) == expected
+
+
+def test_a_client_sending_without_end_holds_only_the_size_limit_in_memory() -> None:
+    data = DataStream(1000)
+    for _ in range(20_000):
+        data.feed(b"w" * 500 + b"\r\n")
+    assert (data.held, data.size, data.ended) == (1001, 10_040_000, False)
+    data.feed(CHUNK_END)
+    assert data.ended and data.refusal() == TOO_MUCH_DATA
+
+
+def test_a_long_line_refuses_only_if_the_stream_reaches_it_before_the_size_limit() -> None:
+    long_line = b"q" * 1000 + b"\r\n"
+    assert read_by_chunks(long_line + b".\r\n", 1000, []) == (LINE_TOO_LONG, 1005)
+    assert read_by_chunks(long_line + b".\r\n", 999, []) == (TOO_MUCH_DATA, 1005)
+    assert read_by_chunks(b"q" * 999 + b"\r\n.\r\n", 0, []) == (b"q" * 999 + b"\r\n", 1004)
+
+
+def test_unstuffing_removes_one_dot_at_each_line_start_only() -> None:
+    assert unstuff(b"..a\r\n.b.\r\nc..\r\n...\r\n") == b".a\r\nb.\r\nc..\r\n..\r\n"
